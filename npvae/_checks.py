@@ -1,0 +1,142 @@
+"""Argument validation shared by every public entry point.
+
+Every error names the argument, the value that was expected and the value that was
+received, in the form ``"<name>: expected <what>, got <what>"``, so a user can fix a
+call without reading the source. Wrong types raise ``TypeError``; wrong values or
+shapes raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "check_array",
+    "check_choice",
+    "check_dtype",
+    "check_int",
+    "check_float",
+    "check_rng",
+]
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
+
+
+def check_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """Return ``np.dtype(dtype)`` if it is float32 or float64; raise TypeError otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name}: expected float32 or float64, got {dtype!r}") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{name}: expected float32 or float64, got {dt}")
+    return dt
+
+
+def check_array(
+    x,
+    name: str,
+    *,
+    shape: tuple | None = None,
+    dtype=None,
+    finite: bool = False,
+    low: float | None = None,
+    high: float | None = None,
+) -> np.ndarray:
+    """Validate a floating-point ``np.ndarray`` and return it unchanged.
+
+    Parameters
+    ----------
+    x : object
+        The value to check. It must already be a NumPy array with a floating dtype;
+        nothing is converted, so no silent copies or upcasts happen.
+    name : str
+        The argument's name, used in the error message.
+    shape : tuple of (int or None), optional
+        Expected shape; ``None`` entries match any size. The rank must match exactly.
+    dtype : dtype-like, optional
+        Required dtype. If omitted any floating dtype is accepted.
+    finite : bool
+        If true, NaN or inf anywhere in ``x`` raises ValueError.
+    low, high : float, optional
+        Inclusive bounds every element must satisfy.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not an ndarray, is not floating point, or has the wrong dtype.
+    ValueError
+        Wrong rank or size, a non-finite value, or a value outside ``[low, high]``.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point array (float32 or float64), got dtype {x.dtype}")
+    if dtype is not None and x.dtype != np.dtype(dtype):
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got dtype {x.dtype}")
+    if shape is not None:
+        if x.ndim != len(shape) or any(e is not None and e != s for e, s in zip(shape, x.shape)):
+            raise ValueError(f"{name}: expected shape {_shape_str(shape)}, got shape {x.shape}")
+    if finite and x.size and not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{name}: expected only finite values, got {bad} NaN or inf entries")
+    if low is not None and x.size and x.min() < low:
+        raise ValueError(f"{name}: expected values >= {low}, got minimum {x.min()!r}")
+    if high is not None and x.size and x.max() > high:
+        raise ValueError(f"{name}: expected values <= {high}, got maximum {x.max()!r}")
+    return x
+
+
+def check_int(value, name: str, *, minimum: int | None = None) -> int:
+    """Return ``value`` as an int if it is an integer (not bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_float(
+    value,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_min: bool = False,
+) -> float:
+    """Return ``value`` as a finite float within the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    if minimum is not None:
+        if strict_min and value <= minimum:
+            raise ValueError(f"{name}: expected a number > {minimum}, got {value}")
+        if not strict_min and value < minimum:
+            raise ValueError(f"{name}: expected a number >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: expected a number <= {maximum}, got {value}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    """Return ``value`` if it is one of ``choices``; raise ValueError listing them otherwise."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_rng(rng, name: str = "rng") -> np.random.Generator:
+    """Require an explicit ``np.random.Generator`` (never the global NumPy state)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"{name}: expected a numpy.random.Generator (e.g. np.random.default_rng(0)), "
+            f"got {type(rng).__name__}"
+        )
+    return rng
