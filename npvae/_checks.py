@@ -85,9 +85,9 @@ def check_array(
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise ValueError(f"{name}: expected only finite values, got {bad} NaN or inf entries")
     if low is not None and x.size and x.min() < low:
-        raise ValueError(f"{name}: expected values >= {low}, got minimum {x.min()!r}")
+        raise ValueError(f"{name}: expected values >= {low}, got minimum {float(x.min())!r}")
     if high is not None and x.size and x.max() > high:
-        raise ValueError(f"{name}: expected values <= {high}, got maximum {x.max()!r}")
+        raise ValueError(f"{name}: expected values <= {high}, got maximum {float(x.max())!r}")
     return x
 
 

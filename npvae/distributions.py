@@ -1,0 +1,270 @@
+r"""Distributions of the VAE, with their gradients written by hand.
+
+Conventions (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", sections 2.4, 3
+and appendices B and C). Used everywhere in npvae:
+
+* Encoder :math:`q(z|x) = N(\mu, \mathrm{diag}\,\sigma^2)`. The network outputs ``mu`` and
+  ``logvar`` :math:`= \log\sigma^2`, so :math:`\sigma = \exp(\mathrm{logvar}/2)` and the
+  variance is :math:`\exp(\mathrm{logvar})`. (A common bug uses ``exp(logvar)`` as
+  :math:`\sigma` in the sampler while the KL treats it as the variance.)
+* Reparameterization: :math:`z = \mu + \sigma \odot \epsilon`, :math:`\epsilon \sim N(0, I)`;
+  :math:`\partial z/\partial\mu = 1`, :math:`\partial z/\partial\,\mathrm{logvar} = \sigma\epsilon/2`.
+* Prior :math:`p(z) = N(0, I)`. Closed-form
+  :math:`KL(q\,\|\,p) = \tfrac12\sum_j (\mu_j^2 + \sigma_j^2 - \mathrm{logvar}_j - 1)`
+  (appendix B), so :math:`\partial KL/\partial\mu = \mu` and
+  :math:`\partial KL/\partial\,\mathrm{logvar} = (\sigma^2 - 1)/2`.
+* Decoder :math:`p(x|z)`: Bernoulli with logits :math:`l`
+  (:math:`\log p = \sum_d x_d l_d - \mathrm{softplus}(l_d)`, gradient :math:`x - \mathrm{sigmoid}(l)`),
+  or Gaussian :math:`N(\hat x, \sigma_x^2 I)` with a fixed or a learned
+  :math:`\log\sigma_x` (appendix C.2).
+
+Shapes: the last axis is the event axis (latent units ``z_dim`` or pixels ``x_dim``);
+every ``log_prob`` and ``kl`` sums over it and returns an array of the leading (batch or
+sample) shape, in **nats**. Arguments broadcast like NumPy arrays. The result has the
+dtype of the inputs (float32 stays float32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import expit, log_expit
+
+from ._checks import check_float, check_rng
+
+__all__ = [
+    "LOG_2PI",
+    "sample_eps",
+    "reparameterize",
+    "reparameterize_backward",
+    "gaussian_log_prob",
+    "gaussian_log_prob_grad",
+    "standard_normal_log_prob",
+    "kl_standard_normal",
+    "kl_standard_normal_grad",
+    "bernoulli_log_prob",
+    "bernoulli_log_prob_grad",
+    "Bernoulli",
+    "Gaussian",
+    "GaussianLearned",
+]
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------------------
+# The diagonal Gaussian q(z|x) = N(mu, diag exp(logvar)) and the prior N(0, I)
+# --------------------------------------------------------------------------------------
+
+def sample_eps(shape, *, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    """Draw ``eps ~ N(0, I)`` of ``shape`` and ``dtype`` from the explicit Generator ``rng``.
+
+    Raises TypeError if ``rng`` is not a ``np.random.Generator``.
+    """
+    return check_rng(rng).standard_normal(shape, dtype=dtype)
+
+
+def reparameterize(mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    r"""The reparameterization trick, :math:`z = \mu + \exp(\mathrm{logvar}/2) \odot \epsilon`.
+
+    Kingma & Welling 2014, section 2.4 and eq. (10). ``mu`` and ``logvar`` have shape
+    (batch, z_dim); ``eps`` has shape (batch, z_dim) or (n_samples, batch, z_dim) and
+    broadcasts against them. Returns ``z`` with ``eps``'s shape and the inputs' dtype.
+    Note that :math:`\sigma = \exp(\mathrm{logvar}/2)` is the standard deviation.
+    """
+    return mu + np.exp(0.5 * logvar) * eps
+
+
+def reparameterize_backward(dz: np.ndarray, logvar: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Pull ``dz`` = dL/dz back through :func:`reparameterize` to (dL/dmu, dL/dlogvar).
+
+    Local derivatives: :math:`\partial z/\partial\mu = 1`,
+    :math:`\partial z/\partial\,\mathrm{logvar} = \sigma\epsilon/2`. ``dz`` and ``eps``
+    have shape (n_samples, batch, z_dim) (or (batch, z_dim)); the sample axis is summed,
+    so both results have ``logvar``'s shape (batch, z_dim). The ``eps`` must be the one
+    used in the forward pass: drawing a new one here would be a different function.
+    """
+    sigma = np.exp(0.5 * logvar)
+    dmu = dz if dz.ndim == logvar.ndim else dz.sum(axis=0)
+    dlogvar = dz * eps * (0.5 * sigma)
+    if dlogvar.ndim != logvar.ndim:
+        dlogvar = dlogvar.sum(axis=0)
+    return dmu, dlogvar
+
+
+def gaussian_log_prob(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    r""":math:`\log N(z; \mu, \mathrm{diag}\,\exp(\mathrm{logvar}))`, summed over the last axis.
+
+    :math:`-\tfrac12\sum_j [\log 2\pi + \mathrm{logvar}_j + (z_j-\mu_j)^2 e^{-\mathrm{logvar}_j}]`.
+    Arguments broadcast; returns the leading shape, in nats.
+    """
+    return -0.5 * np.sum(LOG_2PI + logvar + (z - mu) ** 2 * np.exp(-logvar), axis=-1)
+
+
+def gaussian_log_prob_grad(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray):
+    r"""Gradients of :func:`gaussian_log_prob` with respect to (z, mu, logvar), elementwise.
+
+    :math:`\partial/\partial z = -(z-\mu)/\sigma^2`, :math:`\partial/\partial\mu = (z-\mu)/\sigma^2`,
+    :math:`\partial/\partial\,\mathrm{logvar} = \tfrac12((z-\mu)^2/\sigma^2 - 1)`.
+    Returns three arrays of the broadcast shape of the arguments.
+    """
+    inv_var = np.exp(-logvar)
+    r = (z - mu) * inv_var
+    return -r, r, 0.5 * ((z - mu) * r - 1)
+
+
+def standard_normal_log_prob(z: np.ndarray) -> np.ndarray:
+    r"""The prior's density :math:`\log N(z; 0, I) = -\tfrac12 \sum_j (\log 2\pi + z_j^2)`, in nats."""
+    return -0.5 * np.sum(LOG_2PI + z * z, axis=-1)
+
+
+def kl_standard_normal(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    r"""Closed-form :math:`KL(N(\mu, \mathrm{diag}\,\sigma^2)\,\|\,N(0, I))`, per example, in nats.
+
+    :math:`\tfrac12 \sum_j (\mu_j^2 + \sigma_j^2 - \mathrm{logvar}_j - 1)` (Kingma &
+    Welling 2014, appendix B, with :math:`\sigma^2 = \exp(\mathrm{logvar})`).
+    ``mu``, ``logvar``: (batch, z_dim) -> (batch,). Always >= 0, and 0 exactly at
+    mu = 0, logvar = 0.
+    """
+    return 0.5 * np.sum(mu * mu + np.exp(logvar) - logvar - 1, axis=-1)
+
+
+def kl_standard_normal_grad(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Gradient of :func:`kl_standard_normal`: :math:`\partial KL/\partial\mu = \mu`,
+    :math:`\partial KL/\partial\,\mathrm{logvar} = (\sigma^2 - 1)/2`. Shapes as the inputs."""
+    return mu, 0.5 * (np.exp(logvar) - 1)
+
+
+# --------------------------------------------------------------------------------------
+# Likelihoods p(x|z): functions of the decoder output
+# --------------------------------------------------------------------------------------
+
+def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    r"""Bernoulli log-likelihood from logits, :math:`\sum_d x_d l_d - \mathrm{softplus}(l_d)`.
+
+    Equivalent to :math:`x\log\mathrm{sigmoid}(l) + (1-x)\log(1-\mathrm{sigmoid}(l))` but
+    computed as :math:`x\,l + \log\mathrm{sigmoid}(-l)` with ``scipy.special.log_expit``, so it
+    is finite and exact for any finite logit (even :math:`|l| = 10^4`, where the naive
+    formula gives log 0). ``x`` in [0, 1] (grey levels are allowed: then it is the
+    cross-entropy), broadcasting against ``logits``; sums the last axis; nats.
+    """
+    # softplus(l) = -log sigmoid(-l)
+    return np.sum(x * logits + log_expit(-logits), axis=-1)
+
+
+def bernoulli_log_prob_grad(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    r""":math:`\partial \log p(x|l)/\partial l = x - \mathrm{sigmoid}(l)`, elementwise."""
+    return x - expit(logits)
+
+
+class Bernoulli:
+    """Bernoulli likelihood whose parameter (the decoder output) is the logits.
+
+    ``log_prob(x, out)`` and ``grad(x, out)`` = d log_prob / d out, elementwise;
+    ``mean(out)`` = sigmoid(out), the pixel probabilities. No parameters of its own.
+    """
+
+    name = "bernoulli"
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def log_prob(self, x, out):
+        return bernoulli_log_prob(x, out)
+
+    def grad(self, x, out):
+        return bernoulli_log_prob_grad(x, out)
+
+    def mean(self, out):
+        return expit(out)
+
+    def param_grads(self, x, out, scale):
+        """No parameters: nothing to do (see GaussianLearned)."""
+
+
+class Gaussian:
+    r"""Gaussian likelihood :math:`N(x; \hat x, \sigma_x^2 I)` with a fixed :math:`\sigma_x > 0`.
+
+    The decoder output is the mean :math:`\hat x` (no squashing). Per example,
+    :math:`-\log p = \tfrac{d}{2}\log(2\pi\sigma_x^2) + \|x-\hat x\|^2 / (2\sigma_x^2)`, and
+    :math:`\partial\log p/\partial\hat x = (x - \hat x)/\sigma_x^2`. Raises ValueError for
+    ``sigma_x <= 0``.
+    """
+
+    name = "gaussian"
+
+    def __init__(self, sigma_x: float = 1.0) -> None:
+        self.sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def log_prob(self, x, out):
+        var = self.sigma_x ** 2
+        d = x.shape[-1]
+        sq = np.sum((x - out) ** 2, axis=-1)
+        return -0.5 * d * math.log(2 * math.pi * var) - sq / (2 * var)
+
+    def grad(self, x, out):
+        return (x - out) / (self.sigma_x ** 2)
+
+    def mean(self, out):
+        return out
+
+    def param_grads(self, x, out, scale):
+        """No parameters: nothing to do (see GaussianLearned)."""
+
+
+class GaussianLearned:
+    r"""Gaussian likelihood :math:`N(x; \hat x, \mathrm{diag}\,\sigma_x^2)` with a learned :math:`\log\sigma_x`.
+
+    ``params["log_sigma"]`` has shape (1,) (one :math:`\sigma_x` shared by all pixels,
+    ``per_pixel=False``) or (x_dim,) (one per pixel). Per example,
+    :math:`\log p = -\sum_d [\tfrac12\log 2\pi + \log\sigma_d + (x_d-\hat x_d)^2/(2\sigma_d^2)]`,
+    so :math:`\partial\log p/\partial\hat x_d = (x_d-\hat x_d)/\sigma_d^2` and
+    :math:`\partial\log p/\partial\log\sigma_d = (x_d-\hat x_d)^2/\sigma_d^2 - 1`.
+
+    Stability: on data with constant pixels (MNIST's zero border) the maximum-likelihood
+    :math:`\sigma_d` is 0 and the likelihood unbounded, so :math:`\log\sigma_x` is used
+    clipped below at ``min_log_sigma`` (gradient 0 beyond the clip).
+    """
+
+    name = "gaussian_learned"
+
+    def __init__(self, x_dim: int, *, sigma_x: float = 1.0, per_pixel: bool = False, dtype=np.float32,
+                 min_log_sigma: float = math.log(1e-3)) -> None:
+        sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
+        self.min_log_sigma = check_float(min_log_sigma, "min_log_sigma")
+        shape = (x_dim,) if per_pixel else (1,)
+        self.params = {"log_sigma": np.full(shape, math.log(sigma_x), dtype=dtype)}
+        self.grads = {"log_sigma": np.zeros(shape, dtype=dtype)}
+
+    def _log_sigma(self):
+        return np.maximum(self.params["log_sigma"], self.params["log_sigma"].dtype.type(self.min_log_sigma))
+
+    def log_prob(self, x, out):
+        log_sigma = self._log_sigma()
+        r2 = (x - out) ** 2 * np.exp(-2 * log_sigma)
+        return -np.sum(0.5 * LOG_2PI + log_sigma + 0.5 * r2, axis=-1)
+
+    def grad(self, x, out):
+        return (x - out) * np.exp(-2 * self._log_sigma())
+
+    def mean(self, out):
+        return out
+
+    def param_grads(self, x, out, scale):
+        r"""Write ``scale`` * d(sum of log_prob)/d log_sigma into ``grads["log_sigma"]``.
+
+        :math:`\partial \log p/\partial\log\sigma_d = (x_d-\hat x_d)^2/\sigma_d^2 - 1`, summed over
+        every leading axis (and over pixels when :math:`\sigma_x` is shared); zero where
+        the clip at ``min_log_sigma`` is active.
+        """
+        log_sigma = self.params["log_sigma"]
+        g = (x - out) ** 2 * np.exp(-2 * self._log_sigma()) - 1
+        g = g.reshape(-1, g.shape[-1]).sum(axis=0)
+        if log_sigma.shape == (1,):
+            g = g.sum(keepdims=True)
+        g = g * (log_sigma > log_sigma.dtype.type(self.min_log_sigma))  # d clip / d log_sigma
+        self.grads["log_sigma"][...] = scale * g

@@ -1,0 +1,36 @@
+"""Small helpers shared by the model tests."""
+
+import numpy as np
+
+from npvae.layers import ReLU, LeakyReLU, ELU
+from npvae.vae import VAE
+
+
+def kink_margin(model: VAE) -> float:
+    """Smallest |pre-activation| at any ReLU-like unit in the model's last forward pass."""
+    margins = [np.min(np.abs(layer._x)) for part in (model.encoder, model.decoder)
+               for layer in part if isinstance(layer, (ReLU, LeakyReLU, ELU))]
+    return float(min(margins)) if margins else np.inf
+
+
+def small_vae(likelihood="bernoulli", activation="tanh", *, seed=0, x_dim=6, z_dim=3, hidden=(5, 4),
+              batch=4, n_samples=1, margin=0.05, **kw):
+    """A small float64 VAE with random (nonzero) biases, data x and fixed eps.
+
+    Biases are drawn at random so that no ReLU pre-activation sits exactly on its kink
+    (with zero biases a dead unit upstream puts the next pre-activation at exactly 0);
+    the seed is advanced until every kink is at least ``margin`` away, so a finite
+    difference step cannot cross one.
+    """
+    for s in range(seed, seed + 1000):
+        rng = np.random.default_rng(s)
+        model = VAE(x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=np.float64, **kw)
+        for name, p in model.params.items():
+            if name.endswith(".b"):
+                p[...] = rng.normal(0.0, 0.5, p.shape)
+        x = rng.random((batch, x_dim))
+        eps = rng.standard_normal((n_samples, batch, z_dim))
+        model.forward(x, eps=eps, n_samples=n_samples)
+        if kink_margin(model) > margin:
+            return model, x, eps
+    raise AssertionError("no seed found with all pre-activations away from the ReLU kink")
