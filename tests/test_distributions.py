@@ -1,0 +1,195 @@
+"""Distributions: finite-difference checks of every gradient, and hypothesis properties."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from npvae import distributions as D
+from npvae import gradcheck
+
+FD = dict(h=1e-4, order=4)
+
+
+def _fd(f, theta, analytic):
+    return gradcheck.check_gradient(f, theta, analytic, **FD).rel_error
+
+
+def test_reparameterize_and_its_backward(rng):
+    mu, logvar = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    eps = rng.standard_normal((2, 4, 3))
+    z = D.reparameterize(mu, logvar, eps)
+    np.testing.assert_allclose(z, mu + np.exp(logvar / 2) * eps)  # sigma = exp(logvar / 2)
+    dz = rng.standard_normal(z.shape)
+    dmu, dlogvar = D.reparameterize_backward(dz, logvar, eps)
+
+    def f():
+        return float(np.sum(D.reparameterize(mu, logvar, eps) * dz))
+
+    assert _fd(f, mu, dmu) < 1e-6
+    assert _fd(f, logvar, dlogvar) < 1e-6
+    # (batch, z) eps without a sample axis
+    dmu1, dlogvar1 = D.reparameterize_backward(dz[0], logvar, eps[0])
+    np.testing.assert_allclose(dlogvar1, dz[0] * np.exp(logvar / 2) * eps[0] / 2)
+
+
+def test_gaussian_log_prob_and_grads(rng):
+    z, mu, logvar = (rng.standard_normal((5, 3)) for _ in range(3))
+    from scipy.stats import norm
+    ref = norm.logpdf(z, mu, np.exp(logvar / 2)).sum(axis=-1)
+    np.testing.assert_allclose(D.gaussian_log_prob(z, mu, logvar), ref, rtol=1e-12)
+    gz, gmu, glv = D.gaussian_log_prob_grad(z, mu, logvar)
+
+    def f():
+        return float(np.sum(D.gaussian_log_prob(z, mu, logvar)))
+
+    assert _fd(f, z, gz) < 1e-6
+    assert _fd(f, mu, gmu) < 1e-6
+    assert _fd(f, logvar, glv) < 1e-6
+    np.testing.assert_allclose(D.standard_normal_log_prob(z), norm.logpdf(z).sum(axis=-1), rtol=1e-12)
+
+
+def test_kl_and_grad(rng):
+    mu, logvar = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    dmu, dlogvar = D.kl_standard_normal_grad(mu, logvar)
+
+    def f():
+        return float(np.sum(D.kl_standard_normal(mu, logvar)))
+
+    assert _fd(f, mu, dmu) < 1e-6
+    assert _fd(f, logvar, dlogvar) < 1e-6
+    np.testing.assert_array_equal(dmu, mu)
+    np.testing.assert_allclose(dlogvar, (np.exp(logvar) - 1) / 2)
+
+
+def test_bernoulli_log_prob_and_grad(rng):
+    x = rng.random((5, 7))
+    logits = 3 * rng.standard_normal((5, 7))
+    p = 1 / (1 + np.exp(-logits))
+    naive = np.sum(x * np.log(p) + (1 - x) * np.log(1 - p), axis=-1)
+    np.testing.assert_allclose(D.bernoulli_log_prob(x, logits), naive, rtol=1e-12)
+    g = D.bernoulli_log_prob_grad(x, logits)
+    assert _fd(lambda: float(np.sum(D.bernoulli_log_prob(x, logits))), logits, g) < 1e-6
+    np.testing.assert_allclose(g, x - p, rtol=1e-12)
+
+
+@pytest.mark.parametrize("sigma_x", [0.05, 1.0, 30.0])
+def test_gaussian_fixed_likelihood(rng, sigma_x):
+    lik = D.Gaussian(sigma_x)
+    x, out = rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
+    d = x.shape[-1]
+    expected = -(d / 2 * np.log(2 * np.pi * sigma_x ** 2) + np.sum((x - out) ** 2, -1) / (2 * sigma_x ** 2))
+    np.testing.assert_allclose(lik.log_prob(x, out), expected, rtol=1e-12)
+    assert _fd(lambda: float(np.sum(lik.log_prob(x, out))), out, lik.grad(x, out)) < 1e-6
+    np.testing.assert_array_equal(lik.mean(out), out)
+
+
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_gaussian_learned_likelihood(rng, per_pixel):
+    lik = D.GaussianLearned(6, sigma_x=0.8, per_pixel=per_pixel, dtype=np.float64)
+    lik.params["log_sigma"][...] = rng.normal(-0.3, 0.3, lik.params["log_sigma"].shape)
+    x, out = rng.standard_normal((2, 4, 6)), rng.standard_normal((2, 4, 6))
+    from scipy.stats import norm
+    ref = norm.logpdf(x, out, np.exp(lik.params["log_sigma"])).sum(-1)
+    np.testing.assert_allclose(lik.log_prob(x, out), ref, rtol=1e-12)
+
+    def f():
+        return float(np.sum(lik.log_prob(x, out)))
+
+    assert _fd(f, out, lik.grad(x, out)) < 1e-6
+    lik.param_grads(x, out, 1.0)
+    assert _fd(f, lik.params["log_sigma"], lik.grads["log_sigma"]) < 1e-6
+    lik.param_grads(x, out, -0.5)  # the scale multiplies the gradient, it does not accumulate
+    np.testing.assert_allclose(lik.grads["log_sigma"],
+                               -0.5 * gradcheck.numerical_gradient(f, lik.params["log_sigma"], **FD), rtol=1e-7)
+
+
+def test_gaussian_learned_floor_has_zero_gradient(rng):
+    lik = D.GaussianLearned(3, sigma_x=1e-6, dtype=np.float64)  # below the 1e-3 floor
+    x, out = rng.random((2, 3)), rng.random((2, 3))
+    np.testing.assert_allclose(lik.log_prob(x, out),
+                               D.GaussianLearned(3, sigma_x=1e-3, dtype=np.float64).log_prob(x, out))
+    lik.param_grads(x, out, 1.0)
+    assert lik.grads["log_sigma"][0] == 0
+
+
+def test_likelihood_argument_errors():
+    with pytest.raises(ValueError, match="sigma_x: expected a number > 0"):
+        D.Gaussian(0.0)
+    with pytest.raises(ValueError, match="sigma_x: expected a number > 0"):
+        D.GaussianLearned(4, sigma_x=-1.0)
+    with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator"):
+        D.sample_eps((2, 2), rng=None)
+
+
+# ----------------------------------------------------------------------------------------
+# hypothesis properties
+# ----------------------------------------------------------------------------------------
+
+shapes = hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8)
+finite = st.floats(-8, 8, allow_nan=False, allow_infinity=False)
+
+
+@given(data=st.data(), shape=shapes)
+def test_kl_nonnegative_and_zero_only_at_the_prior(data, shape):
+    mu = data.draw(hnp.arrays(np.float64, shape, elements=finite))
+    logvar = data.draw(hnp.arrays(np.float64, shape, elements=finite))
+    kl = D.kl_standard_normal(mu, logvar)
+    assert kl.shape == shape[:1]
+    assert np.all(kl >= 0)
+    # KL = 0 exactly at mu = 0, logvar = 0 ...
+    assert np.all(D.kl_standard_normal(np.zeros(shape), np.zeros(shape)) == 0)
+    # ... and strictly positive anywhere clearly away from it (each unit's term is >= 0 and
+    # 0 only there; closer than this, mu^2 and exp(lv) - lv - 1 ~ lv^2 / 2 round to 0)
+    away = (np.abs(mu) > 1e-6) | (np.abs(logvar) > 1e-4)
+    per_unit = 0.5 * (mu ** 2 + np.exp(logvar) - logvar - 1)
+    assert np.all(per_unit[away] > 0)
+    assert np.all(kl[away.any(axis=1)] > 0)
+
+
+@given(mu=st.floats(-3, 3), logvar=st.floats(-3, 2), seed=st.integers(0, 2 ** 32 - 1))
+def test_closed_form_kl_matches_monte_carlo(mu, logvar, seed):
+    """KL(q || p) = E_q[log q(z) - log p(z)], within a few standard errors."""
+    rng = np.random.default_rng(seed)
+    m, lv = np.full((1, 2), mu), np.full((1, 2), logvar)
+    eps = rng.standard_normal((20000, 1, 2))
+    z = D.reparameterize(m, lv, eps)
+    diff = D.gaussian_log_prob(z, m, lv) - D.standard_normal_log_prob(z)  # (20000, 1)
+    se = diff.std() / np.sqrt(diff.size)
+    assert abs(diff.mean() - D.kl_standard_normal(m, lv)[0]) < 5 * se + 1e-9
+
+
+@given(x=hnp.arrays(np.float64, (3, 5), elements=st.floats(0, 1)),
+       logits=hnp.arrays(np.float64, (3, 5), elements=st.floats(-1e4, 1e4)))
+def test_bernoulli_finite_for_extreme_logits_and_matches_naive(x, logits):
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        lp = D.bernoulli_log_prob(x, logits)
+        g = D.bernoulli_log_prob_grad(x, logits)
+    assert np.all(np.isfinite(lp)) and np.all(np.isfinite(g))
+    assert np.all(lp <= 1e-9 * np.abs(logits).sum())  # a log-probability of binary x is <= 0
+    safe = np.abs(logits) < 30  # where sigmoid is not 0 or 1 in float64 the naive formula is fine
+    p = 1 / (1 + np.exp(-np.where(safe, logits, 0)))
+    naive = np.where(safe, x * np.log(p) + (1 - x) * np.log1p(-p), 0).sum(-1)
+    rows = safe.all(axis=1)
+    np.testing.assert_allclose(lp[rows], naive[rows], rtol=1e-9, atol=1e-9)
+
+
+@given(dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2 ** 32 - 1),
+       mu=st.floats(-5, 5), logvar=st.floats(-4, 3))
+def test_sampler_mean_and_variance_std_vs_variance(dtype, seed, mu, logvar):
+    """Samples z = mu + sigma eps have mean mu and variance exp(logvar), not exp(2 logvar).
+
+    This is the std-vs-variance check: a sampler that used exp(logvar) as sigma would
+    give variance exp(2 logvar), which is at least e^2 ~ 7.4x off whenever |logvar| >= 1.
+    """
+    rng = np.random.default_rng(seed)
+    n = 40000
+    m = np.full((n, 1), mu, dtype=dtype)
+    lv = np.full((n, 1), logvar, dtype=dtype)
+    z = D.reparameterize(m, lv, D.sample_eps((n, 1), rng=rng, dtype=dtype))
+    assert z.dtype == dtype
+    var = np.exp(logvar)
+    # mean: standard error sqrt(var / n); variance: standard error ~ var * sqrt(2 / n)
+    assert abs(z.mean(dtype=np.float64) - mu) < 5 * np.sqrt(var / n) + 1e-5 * abs(mu)
+    assert abs(z.var(dtype=np.float64) / var - 1) < 5 * np.sqrt(2 / n) + 1e-5
