@@ -2,12 +2,23 @@
 
 Modules
 -------
-layers        Linear, activations, Sequential, MLP (forward/backward by hand)
-init          weight initializers (explicit np.random.Generator)
-gradcheck     central finite differences in float64, rel_error, layer/model checks
+layers         Linear, activations, Sequential, MLP (forward/backward by hand)
+init           weight initializers (explicit np.random.Generator)
+gradcheck      central finite differences in float64, rel_error, layer/model checks
+distributions  diagonal Gaussian, KL to N(0, I), Bernoulli and Gaussian likelihoods, gradients
+vae            the VAE: encode, reparameterize, decode, ELBO forward/backward, IWAE, log p(x)
+optim          SGD, Adam, AdamW, learning-rate schedules, gradient clipping
+data           MNIST / Fashion-MNIST IDX reader, checksummed download, binarization, batches
+train          Trainer: epochs, evaluation, KL warm-up, checkpoints, exact resume
+checkpoint     atomic .npz checkpoints loaded without pickle
+plots          figures (matplotlib, Agg): reconstructions, samples, curves, latent space
 """
 
 __version__ = "0.1.0"
 
-from . import gradcheck, init, layers  # noqa: F401
+from . import checkpoint, data, distributions, gradcheck, init, layers, optim, train, vae  # noqa: F401
+from .data import load_mnist  # noqa: F401
 from .layers import MLP, Linear, Sequential  # noqa: F401
+from .optim import SGD, Adam, AdamW  # noqa: F401
+from .train import TrainConfig, Trainer  # noqa: F401
+from .vae import VAE  # noqa: F401

@@ -139,19 +139,22 @@ def numerical_gradient(f: Callable[[], float], theta: np.ndarray, *, h: float = 
     _require_float64(theta, "theta")
     h = check_float(h, "h", minimum=0.0, strict_min=True)
     pairs = _stencil(order, h)
-    grad = np.zeros_like(theta)
-    flat, gflat = theta.reshape(-1), grad.reshape(-1)  # views: writes reach theta
-    for i in range(flat.size):
-        old = flat[i]
+    grad = np.zeros(theta.shape, dtype=np.float64)
+    # index theta itself: theta.reshape(-1) is a *copy* for a non-contiguous theta (e.g. W.T),
+    # so the perturbations would never reach f and the gradient would come out as zeros
+    for i in np.ndindex(theta.shape):
+        old = theta[i]
         total = 0.0
-        for o, w in pairs:
-            flat[i] = old + o
-            f_plus = float(f())
-            flat[i] = old - o
-            f_minus = float(f())
-            total += w * (f_plus - f_minus)
-        flat[i] = old
-        gflat[i] = total
+        try:
+            for o, w in pairs:
+                theta[i] = old + o
+                f_plus = float(f())
+                theta[i] = old - o
+                f_minus = float(f())
+                total += w * (f_plus - f_minus)
+        finally:  # restored even if f raises, as directional_derivative does
+            theta[i] = old
+        grad[i] = total
     return grad
 
 

@@ -356,6 +356,8 @@ class MLP(Sequential):
             raise ValueError(f"sizes: expected at least 2 layer sizes (input and output), got {sizes}")
         sizes = tuple(check_int(s, f"sizes[{i}]", minimum=1) for i, s in enumerate(sizes))
         check_choice(activation, "activation", tuple(ACTIVATIONS))
+        if output_activation is not None:  # else get_activation's error would name "activation"
+            check_choice(output_activation, "output_activation", tuple(ACTIVATIONS))
         layers: list[Layer] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(Linear(n_in, n_out, rng=rng, dtype=dtype, init=init))

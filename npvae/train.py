@@ -136,7 +136,8 @@ class Trainer:
         Receives one progress line per epoch (default ``print``).
 
     Attributes: ``epoch`` (completed epochs), ``step`` (completed steps in all),
-    ``history`` (one dict per epoch, see :meth:`fit`).
+    ``history`` (one dict per epoch, see :meth:`fit`), ``initial_test_loss`` (the test
+    -ELBO before the first step, measured by :meth:`fit`).
     """
 
     def __init__(self, model: VAE, optimizer: Optimizer, train_images: np.ndarray, test_images: np.ndarray | None = None,
@@ -174,6 +175,7 @@ class Trainer:
         self._sums = [0.0, 0.0, 0]  # sum of reconstruction, sum of KL, examples seen this epoch
         self._seconds = 0.0         # training time spent in the current epoch so far
         self._interrupted = False
+        self.initial_test_loss: float | None = None  # test -ELBO before the first step
 
     # ------------------------------------------------------------------------------
     def beta_at(self, step: int) -> float:
@@ -217,6 +219,8 @@ class Trainer:
         Raises NonFiniteLossError or TrainingInterrupted as described in the module
         docstring.
         """
+        if self.step == 0 and self.test_images is not None and self.initial_test_loss is None:
+            self.initial_test_loss = self.evaluate()["loss"]
         previous = self._install_sigint()
         try:
             while self.epoch < self.config.epochs:
@@ -303,7 +307,7 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "batch": self._batch,
             "sums": self._sums, "seconds": self._seconds,
             "rng_state": self.rng.bit_generator.state,
-            "history": self.history,
+            "history": self.history, "initial_test_loss": self.initial_test_loss,
         }
         arrays = {"perm": self._perm} if self._perm is not None else {}
         return save_checkpoint(path, params=self.model.params, optimizer_state=self.optimizer.state_dict(),
@@ -332,6 +336,7 @@ class Trainer:
         self.epoch, self.step, self._batch = int(m["epoch"]), int(m["step"]), int(m["batch"])
         self._sums, self._seconds = list(m["sums"]), float(m["seconds"])
         self.history = list(m["history"])
+        self.initial_test_loss = m.get("initial_test_loss")
         self._perm = ckpt.arrays.get("perm")
         if self._perm is not None and self._perm.shape != (len(self.train_images),):
             raise ValueError(f"checkpoint: expected a permutation of {len(self.train_images)} training images, "

@@ -378,3 +378,25 @@ class VAE:
         check_rng(rng)
         return np.concatenate([self.iwae_bound(x[i:i + batch_size], k, rng=rng)
                                for i in range(0, x.shape[0], batch_size)])
+
+    # ----------------------------------------------------------------------------------
+    # diagnostics
+    # ----------------------------------------------------------------------------------
+    def latent_activity(self, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
+        r"""Activity of each latent unit, :math:`A_u = \mathrm{Var}_x\, E_{q(z|x)}[z_u] = \mathrm{Var}_x\, \mu_u(x)`.
+
+        Burda et al. 2016, section 5.2. ``x`` (N, x_dim) model dtype, N >= 2; returns
+        (z_dim,) float64 variances over the data (population variance).
+        """
+        x = self._check_x(x)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        if x.shape[0] < 2:
+            raise ValueError(f"x: expected at least 2 examples to measure a variance, got {x.shape[0]}")
+        mu = np.concatenate([self.encode(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)])
+        return mu.astype(np.float64).var(axis=0)
+
+    def active_units(self, x: np.ndarray, *, threshold: float = 0.01, batch_size: int = 1000) -> int:
+        """Number of latent units with :meth:`latent_activity` above ``threshold`` (Burda et al. 2016: 0.01)."""
+        threshold = check_float(threshold, "threshold", minimum=0.0)
+        return int(np.sum(self.latent_activity(x, batch_size=batch_size) > threshold))
+
