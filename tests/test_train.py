@@ -97,7 +97,6 @@ def test_interrupt_mid_epoch_saves_the_step_and_resumes_exactly(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     t = make_trainer(tmp_path, epochs=3)
     real_forward = t.model.forward
-    calls = {"n": 0}
 
     def forward(x, **kw):
         terms = real_forward(x, **kw)

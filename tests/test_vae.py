@@ -8,7 +8,7 @@ from npvae import distributions as D
 from npvae import gradcheck
 from npvae.vae import LOGVAR_MAX, LOGVAR_MIN, VAE
 
-from helpers import kink_margin, small_vae
+from helpers import small_vae
 
 LIKELIHOODS = ["bernoulli", "gaussian", "gaussian_learned"]
 # Fourth-order central differences: h = 1e-4 keeps the probe points (up to 2h) far from
