@@ -25,9 +25,10 @@ numbers:
   whatever the size of ``theta``.
 
 The central difference has truncation error :math:`O(h^2)` and round-off error
-:math:`O(\epsilon_{mach} |f| / h)`; with float64 and the default ``h = 1e-6`` both are
-around 1e-10 for functions of order one. In float32 round-off alone would be ~1e-1, so
-every function here refuses arrays that are not float64.
+:math:`O(\epsilon_{mach} |f| / h)`; with float64 and the default ``h = 1e-6`` round-off
+is about 1e-10 and truncation about 1e-13 for functions of order one. In float32
+round-off alone would be ~1e-1, so every function here refuses arrays that are not
+float64.
 
 Every check returns :class:`GradCheckResult` objects carrying the measured errors, not
 only a pass/fail flag.

@@ -328,12 +328,13 @@ class VAE:
 
     def iwae_bound(self, x: np.ndarray, k: int, *, rng: np.random.Generator | None = None,
                    eps: np.ndarray | None = None, chunk_size: int | None = None) -> np.ndarray:
-        r"""The importance-weighted bound :math:`\mathcal L_k` per example, in nats (float64).
+        r"""An estimate of the importance-weighted bound :math:`\mathcal L_k` per example, in nats (float64).
 
         .. math:: \mathcal L_k(x) = \log \frac1k \sum_{i=1}^k \frac{p(x, z_i)}{q(z_i|x)},\quad z_i \sim q(z|x)
 
         (Burda et al. 2016, eq. 8), computed with ``scipy.special.logsumexp`` on float64
-        log-weights. :math:`\mathcal L_1` is the single-sample ELBO (with a Monte Carlo
+        log-weights. Each call returns one random draw of this quantity; its expectation
+        over the :math:`z_i` is the bound :math:`\mathcal L_k`. :math:`\mathcal L_1` is the single-sample ELBO (with a Monte Carlo
         KL); :math:`\mathcal L_k` grows with k towards :math:`\log p(x)`.
 
         Parameters: ``x`` (batch, x_dim) model dtype; ``k >= 1``; ``rng`` draws the noise
