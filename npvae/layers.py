@@ -86,12 +86,12 @@ class Layer:
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Given ``dy = dL/dy`` for the last forward, return ``dx = dL/dx``; overwrite ``grads``.
 
-        Raises RuntimeError if called before forward, TypeError for a non-float ``dy``
-        and ValueError if ``dy.shape`` differs from the last output's shape.
+        Raises RuntimeError if called before forward, TypeError for a ``dy`` whose dtype
+        is not the last output's, and ValueError if ``dy.shape`` differs from its shape.
         """
         if self._out_shape is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward: call forward(x) first")
-        check_array(dy, "dy")
+        check_array(dy, "dy", dtype=self._out_dtype)  # no silent upcast of dx or the grads
         if dy.shape != self._out_shape:
             raise ValueError(f"dy: expected shape {self._out_shape} (the last output's), got shape {dy.shape}")
         return self._backward(dy)

@@ -524,7 +524,8 @@ def test_analytic_values_forward_and_backward(dtype):
     expected = {
         L.ReLU(): ([0, 0, 0, 0, 1, 1e4], [0, 0, 0, 0, 1, 1]),  # derivative at 0 taken as 0
         L.LeakyReLU(0.1): ([-1e3, -0.2, 0, 0, 1, 1e4], [0.1, 0.1, 0.1, 0.1, 1, 1]),
-        L.Tanh(): ([-1, np.tanh(-2.0), 0, 0, np.tanh(1.0), 1], [0, 1 - np.tanh(2.0) ** 2, 1, 1, 1 - np.tanh(1.0) ** 2, 0]),
+        L.Tanh(): ([-1, np.tanh(-2.0), 0, 0, np.tanh(1.0), 1],
+                   [0, 1 - np.tanh(2.0) ** 2, 1, 1, 1 - np.tanh(1.0) ** 2, 0]),
         L.Sigmoid(): ([0, 1 / (1 + e ** 2), 0.5, 0.5, 1 / (1 + 1 / e), 1],
                       [0, e ** 2 / (1 + e ** 2) ** 2, 0.25, 0.25, (1 / e) / (1 + 1 / e) ** 2, 0]),
         L.Softplus(): ([0, np.log1p(e ** -2), np.log(2), np.log(2), np.log1p(e), 1e4],
@@ -777,3 +778,15 @@ def test_zz_max_rel_error_summary(request):
         assert set(MAX_REL_ERROR) == EXPECTED_CLASSES
     for name, entry in MAX_REL_ERROR.items():
         assert entry["checks"] > 0 and entry["max"] < TOL, (name, entry)
+
+
+def test_backward_rejects_dy_of_another_dtype():
+    """A float64 dy into a float32 layer would silently upcast dx; it is refused instead."""
+    layer = Linear(3, 2, rng=np.random.default_rng(0))
+    y = layer.forward(np.ones((4, 3), np.float32))
+    with pytest.raises(TypeError, match="dy: expected dtype float32, got dtype float64"):
+        layer.backward(y.astype(np.float64))
+    relu = ReLU()
+    relu.forward(np.ones((2, 2), np.float64))
+    with pytest.raises(TypeError, match="dy: expected dtype float64, got dtype float32"):
+        relu.backward(np.ones((2, 2), np.float32))
