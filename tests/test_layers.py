@@ -782,11 +782,11 @@ def test_zz_max_rel_error_summary(request):
 
 def test_backward_rejects_dy_of_another_dtype():
     """A float64 dy into a float32 layer would silently upcast dx; it is refused instead."""
-    layer = Linear(3, 2, rng=np.random.default_rng(0))
+    layer = L.Linear(3, 2, rng=np.random.default_rng(0))
     y = layer.forward(np.ones((4, 3), np.float32))
     with pytest.raises(TypeError, match="dy: expected dtype float32, got dtype float64"):
         layer.backward(y.astype(np.float64))
-    relu = ReLU()
+    relu = L.ReLU()
     relu.forward(np.ones((2, 2), np.float64))
     with pytest.raises(TypeError, match="dy: expected dtype float64, got dtype float32"):
         relu.backward(np.ones((2, 2), np.float32))
