@@ -102,6 +102,11 @@ def load_checkpoint(path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file (train first, or check --out / the path)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # every .npz is a zip archive
+        raise ValueError(f"checkpoint {path}: expected an .npz (zip) archive, got a file starting with {head!r}; "
+                         f"the file is corrupted or not an npvae checkpoint: delete it and start again")
     try:
         with np.load(path, allow_pickle=False) as npz:
             entries = {k: npz[k] for k in npz.files}  # read every entry once, inside the guard
