@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import expit, log_expit
+from scipy.special import expit
 
 from ._checks import check_float, check_rng
 
@@ -45,6 +45,7 @@ __all__ = [
     "kl_standard_normal_grad",
     "bernoulli_log_prob",
     "bernoulli_log_prob_grad",
+    "Likelihood",
     "Bernoulli",
     "Gaussian",
     "GaussianLearned",
@@ -140,17 +141,31 @@ def kl_standard_normal_grad(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndar
 # Likelihoods p(x|z): functions of the decoder output
 # --------------------------------------------------------------------------------------
 
+def _sigmoid_parts(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""``s = sigmoid(-|l|)`` and ``softplus(l) = max(l, 0) - log1p(-s)``, from one ``expit`` call.
+
+    For :math:`l \ge 0`, :math:`\mathrm{softplus}(l) = l - \log\mathrm{sigmoid}(l) = l - \log(1 - s)`;
+    for :math:`l < 0`, :math:`\mathrm{softplus}(l) = -\log\mathrm{sigmoid}(-l) = -\log(1 - s)`.
+    Since :math:`s \in (0, 1/2]`, ``log1p(-s)`` is accurate for every finite logit (no
+    log 0, no overflow), and ``s`` also gives :math:`\mathrm{sigmoid}(l)` (``1 - s`` or ``s``).
+    Sharing ``s`` between the loss and its gradient saves a second transcendental pass, the
+    most expensive elementwise work of a training step.
+    """
+    s = expit(-np.abs(logits))
+    return s, np.maximum(logits, 0) - np.log1p(-s)
+
+
 def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
     r"""Bernoulli log-likelihood from logits, :math:`\sum_d x_d l_d - \mathrm{softplus}(l_d)`.
 
     Equivalent to :math:`x\log\mathrm{sigmoid}(l) + (1-x)\log(1-\mathrm{sigmoid}(l))` but
-    computed as :math:`x\,l + \log\mathrm{sigmoid}(-l)` with ``scipy.special.log_expit``, so it
-    is finite and exact for any finite logit (even :math:`|l| = 10^4`, where the naive
-    formula gives log 0). ``x`` in [0, 1] (grey levels are allowed: then it is the
-    cross-entropy), broadcasting against ``logits``; sums the last axis; nats.
+    computed stably, never as ``log(sigmoid(l))``: :math:`\mathrm{softplus}(l) = \max(l, 0)
+    - \log(1 - \mathrm{sigmoid}(-|l|))` with ``scipy.special.expit``, so it is finite and
+    accurate for any finite logit (even :math:`|l| = 10^4`, where the naive formula gives
+    log 0). ``x`` in [0, 1] (grey levels are allowed: then it is the cross-entropy),
+    broadcasting against ``logits``; sums the last axis; nats.
     """
-    # softplus(l) = -log sigmoid(-l)
-    return np.sum(x * logits + log_expit(-logits), axis=-1)
+    return np.sum(x * logits - _sigmoid_parts(logits)[1], axis=-1)
 
 
 def bernoulli_log_prob_grad(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -158,33 +173,66 @@ def bernoulli_log_prob_grad(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return x - expit(logits)
 
 
-class Bernoulli:
-    """Bernoulli likelihood whose parameter (the decoder output) is the logits.
+class Likelihood:
+    r"""A decoder distribution :math:`p(x|z)` whose parameter is the decoder output ``out``.
 
-    ``log_prob(x, out)`` and ``grad(x, out)`` = d log_prob / d out, elementwise;
+    The interface mirrors a layer's, with the likelihood as the network's last stage:
+
+    * ``log_prob(x, out)``: :math:`\log p(x|\text{out})` summed over the last axis (nats),
+      no side effects;
+    * ``forward(x, out)``: the same value, keeping what ``backward`` needs;
+    * ``backward(scale)``: ``scale`` times :math:`\partial \log p/\partial\,\text{out}`
+      (elementwise, ``out``'s broadcast shape), and ``scale`` times the gradient with
+      respect to the likelihood's own parameters written into ``grads`` (if it has any);
+    * ``mean(out)``: the mean of p(x|z), what ``VAE.decode`` returns.
+
+    ``x`` broadcasts against ``out`` (the VAE passes x (B, D) and out (L, B, D)).
+    """
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._cache = None
+
+    def _backward_cache(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward: call forward(x, out) first")
+        return self._cache
+
+
+class Bernoulli(Likelihood):
+    r"""Bernoulli likelihood whose parameter (the decoder output) is the logits :math:`l`.
+
+    :math:`\log p(x|l) = \sum_d x_d l_d - \mathrm{softplus}(l_d)` (see
+    :func:`bernoulli_log_prob`), :math:`\partial\log p/\partial l = x - \mathrm{sigmoid}(l)`;
     ``mean(out)`` = sigmoid(out), the pixel probabilities. No parameters of its own.
     """
 
     name = "bernoulli"
 
-    def __init__(self) -> None:
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-
     def log_prob(self, x, out):
         return bernoulli_log_prob(x, out)
 
-    def grad(self, x, out):
-        return bernoulli_log_prob_grad(x, out)
+    def forward(self, x, out):
+        s, softplus = _sigmoid_parts(out)
+        self._cache = (x, out, s)
+        return np.sum(x * out - softplus, axis=-1)
+
+    def backward(self, scale: float):
+        x, out, s = self._backward_cache()
+        # d log p / d l = x - sigmoid(l), with sigmoid(l) = 1 - s for l >= 0 and s for l < 0
+        # (s = sigmoid(-|l|) from the forward pass: no second expit)
+        d_out = x - np.where(out >= 0, 1 - s, s)
+        d_out *= scale  # in place: d_out is a fresh array
+        return d_out
 
     def mean(self, out):
         return expit(out)
 
-    def param_grads(self, x, out, scale):
-        """No parameters: nothing to do (see GaussianLearned)."""
 
-
-class Gaussian:
+class Gaussian(Likelihood):
     r"""Gaussian likelihood :math:`N(x; \hat x, \sigma_x^2 I)` with a fixed :math:`\sigma_x > 0`.
 
     The decoder output is the mean :math:`\hat x` (no squashing). Per example,
@@ -196,27 +244,31 @@ class Gaussian:
     name = "gaussian"
 
     def __init__(self, sigma_x: float = 1.0) -> None:
+        super().__init__()
         self.sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
+
+    def _log_prob(self, r):
+        var = self.sigma_x ** 2
+        return -0.5 * r.shape[-1] * math.log(2 * math.pi * var) - np.sum(r * r, axis=-1) / (2 * var)
 
     def log_prob(self, x, out):
-        var = self.sigma_x ** 2
-        d = x.shape[-1]
-        sq = np.sum((x - out) ** 2, axis=-1)
-        return -0.5 * d * math.log(2 * math.pi * var) - sq / (2 * var)
+        return self._log_prob(x - out)
 
-    def grad(self, x, out):
-        return (x - out) / (self.sigma_x ** 2)
+    def forward(self, x, out):
+        r = x - out  # the residual, reused by backward
+        self._cache = r
+        return self._log_prob(r)
+
+    def backward(self, scale: float):
+        r = self._backward_cache()
+        # d log p / d x_hat = (x - x_hat) / sigma_x^2
+        return r * (scale / self.sigma_x ** 2)
 
     def mean(self, out):
         return out
 
-    def param_grads(self, x, out, scale):
-        """No parameters: nothing to do (see GaussianLearned)."""
 
-
-class GaussianLearned:
+class GaussianLearned(Likelihood):
     r"""Gaussian likelihood :math:`N(x; \hat x, \mathrm{diag}\,\sigma_x^2)` with a learned :math:`\log\sigma_x`.
 
     ``params["log_sigma"]`` has shape (1,) (one :math:`\sigma_x` shared by all pixels,
@@ -234,6 +286,7 @@ class GaussianLearned:
 
     def __init__(self, x_dim: int, *, sigma_x: float = 1.0, per_pixel: bool = False, dtype=np.float32,
                  min_log_sigma: float = math.log(1e-3)) -> None:
+        super().__init__()
         sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
         self.min_log_sigma = check_float(min_log_sigma, "min_log_sigma")
         shape = (x_dim,) if per_pixel else (1,)
@@ -243,28 +296,34 @@ class GaussianLearned:
     def _log_sigma(self):
         return np.maximum(self.params["log_sigma"], self.params["log_sigma"].dtype.type(self.min_log_sigma))
 
-    def log_prob(self, x, out):
+    def _terms(self, x, out):
         log_sigma = self._log_sigma()
-        r2 = (x - out) ** 2 * np.exp(-2 * log_sigma)
-        return -np.sum(0.5 * LOG_2PI + log_sigma + 0.5 * r2, axis=-1)
+        r = x - out
+        inv_var = np.exp(-2 * log_sigma)                     # 1 / sigma^2
+        log_p = -np.sum(0.5 * LOG_2PI + log_sigma + 0.5 * r * r * inv_var, axis=-1)
+        return log_p, r, inv_var
 
-    def grad(self, x, out):
-        return (x - out) * np.exp(-2 * self._log_sigma())
+    def log_prob(self, x, out):
+        return self._terms(x, out)[0]
+
+    def forward(self, x, out):
+        log_p, r, inv_var = self._terms(x, out)
+        self._cache = (r, inv_var)
+        return log_p
+
+    def backward(self, scale: float):
+        r, inv_var = self._backward_cache()
+        log_sigma = self.params["log_sigma"]
+        # d log p / d log sigma_d = (x_d - x_hat_d)^2 / sigma_d^2 - 1, summed over every leading axis
+        # (and over the pixels when sigma_x is shared) ...
+        g = (r * r * inv_var - 1).reshape(-1, r.shape[-1]).sum(axis=0)
+        if log_sigma.shape == (1,):
+            g = g.sum(keepdims=True)
+        # ... times d clip / d log_sigma: 0 where the floor min_log_sigma is active
+        g *= log_sigma > log_sigma.dtype.type(self.min_log_sigma)
+        self.grads["log_sigma"][...] = scale * g
+        # d log p / d x_hat = (x - x_hat) / sigma^2
+        return r * (inv_var * scale)
 
     def mean(self, out):
         return out
-
-    def param_grads(self, x, out, scale):
-        r"""Write ``scale`` * d(sum of log_prob)/d log_sigma into ``grads["log_sigma"]``.
-
-        :math:`\partial \log p/\partial\log\sigma_d = (x_d-\hat x_d)^2/\sigma_d^2 - 1`, summed over
-        every leading axis (and over pixels when :math:`\sigma_x` is shared); zero where
-        the clip at ``min_log_sigma`` is active.
-        """
-        log_sigma = self.params["log_sigma"]
-        g = (x - out) ** 2 * np.exp(-2 * self._log_sigma()) - 1
-        g = g.reshape(-1, g.shape[-1]).sum(axis=0)
-        if log_sigma.shape == (1,):
-            g = g.sum(keepdims=True)
-        g = g * (log_sigma > log_sigma.dtype.type(self.min_log_sigma))  # d clip / d log_sigma
-        self.grads["log_sigma"][...] = scale * g

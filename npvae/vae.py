@@ -260,11 +260,11 @@ class VAE:
         # decoder: the likelihood's parameter for every sample, (L * B, x_dim)
         out = self.decoder.forward(z.reshape(L * B, Z))
         # log p(x | z^(l)) for every sample, (L, B); x broadcasts over the sample axis
-        log_px = self.likelihood.log_prob(x, out.reshape(L, B, self.x_dim))
+        log_px = self.likelihood.forward(x, out.reshape(L, B, self.x_dim))
         reconstruction = -log_px.mean(axis=0)                 # (B,)
         kl = D.kl_standard_normal(mu, logvar)                 # (B,)
         loss = float(np.mean(reconstruction + beta * kl))
-        self._cache = (x, eps, mu, logvar, logvar_raw, out, L, beta)
+        self._cache = (x, eps, mu, logvar, logvar_raw, L, beta)
         return ELBOTerms(loss, reconstruction, kl, -(reconstruction + kl))
 
     def backward(self) -> dict[str, np.ndarray]:
@@ -287,14 +287,12 @@ class VAE:
         if self._cache is None:
             raise RuntimeError("VAE.backward: call forward(x, ...) first (encode, decode, sample and "
                                "iwae_bound since the last forward overwrite what backward needs)")
-        x, eps, mu, logvar, logvar_raw, out, L, beta = self._cache
+        x, eps, mu, logvar, logvar_raw, L, beta = self._cache
         B = x.shape[0]
-        out3 = out.reshape(L, B, self.x_dim)
 
         # 1. likelihood: d loss / d out = -(1 / (B L)) * d log p(x|z) / d out     (L*B, x_dim)
-        d_out = self.likelihood.grad(x, out3).reshape(L * B, self.x_dim)
-        d_out *= -1.0 / (B * L)  # in place: d_out is a fresh array we own
-        self.likelihood.param_grads(x, out3, -1.0 / (B * L))  # learned log sigma_x, if any
+        #    (a learned log sigma_x gets its gradient, with the same factor, here too)
+        d_out = self.likelihood.backward(-1.0 / (B * L)).reshape(L * B, self.x_dim)
 
         # 2. decoder: d loss / d z                                              (L, B, Z)
         dz = self.decoder.backward(d_out).reshape(L, B, self.z_dim)

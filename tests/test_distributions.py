@@ -74,6 +74,28 @@ def test_bernoulli_log_prob_and_grad(rng):
     np.testing.assert_allclose(g, x - p, rtol=1e-12)
 
 
+def _grad_from(lik, x, out, scale=1.0):
+    """The likelihood's d log p / d out through its layer-like forward/backward."""
+    value = lik.forward(x, out)
+    np.testing.assert_allclose(value, lik.log_prob(x, out), rtol=1e-13)  # same value as the stateless call
+    return lik.backward(scale)
+
+
+@pytest.mark.parametrize("logit_scale", [1.0, 30.0, 1e4])
+def test_bernoulli_likelihood_forward_backward(rng, logit_scale):
+    lik = D.Bernoulli()
+    x = (rng.random((2, 5, 7)) < 0.5).astype(np.float64)
+    x[0, 0] = 0.3  # grey levels too
+    out = logit_scale * rng.standard_normal((2, 5, 7))
+    g = _grad_from(lik, x, out)
+    np.testing.assert_allclose(g, x - 1 / (1 + np.exp(-out)), rtol=1e-12, atol=1e-15)  # 1 - s: absolute 1e-16
+    if logit_scale == 1.0:
+        assert _fd(lambda: float(np.sum(lik.log_prob(x, out))), out, g) < 1e-6
+    np.testing.assert_allclose(_grad_from(lik, x, out, scale=-0.25), -0.25 * g)
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        D.Bernoulli().backward(1.0)
+
+
 @pytest.mark.parametrize("sigma_x", [0.05, 1.0, 30.0])
 def test_gaussian_fixed_likelihood(rng, sigma_x):
     lik = D.Gaussian(sigma_x)
@@ -81,7 +103,7 @@ def test_gaussian_fixed_likelihood(rng, sigma_x):
     d = x.shape[-1]
     expected = -(d / 2 * np.log(2 * np.pi * sigma_x ** 2) + np.sum((x - out) ** 2, -1) / (2 * sigma_x ** 2))
     np.testing.assert_allclose(lik.log_prob(x, out), expected, rtol=1e-12)
-    assert _fd(lambda: float(np.sum(lik.log_prob(x, out))), out, lik.grad(x, out)) < 1e-6
+    assert _fd(lambda: float(np.sum(lik.log_prob(x, out))), out, _grad_from(lik, x, out)) < 1e-6
     np.testing.assert_array_equal(lik.mean(out), out)
 
 
@@ -97,10 +119,9 @@ def test_gaussian_learned_likelihood(rng, per_pixel):
     def f():
         return float(np.sum(lik.log_prob(x, out)))
 
-    assert _fd(f, out, lik.grad(x, out)) < 1e-6
-    lik.param_grads(x, out, 1.0)
+    assert _fd(f, out, _grad_from(lik, x, out)) < 1e-6  # also fills grads["log_sigma"]
     assert _fd(f, lik.params["log_sigma"], lik.grads["log_sigma"]) < 1e-6
-    lik.param_grads(x, out, -0.5)  # the scale multiplies the gradient, it does not accumulate
+    _grad_from(lik, x, out, scale=-0.5)  # the scale multiplies the gradient, it does not accumulate
     np.testing.assert_allclose(lik.grads["log_sigma"],
                                -0.5 * gradcheck.numerical_gradient(f, lik.params["log_sigma"], **FD), rtol=1e-7)
 
@@ -110,7 +131,7 @@ def test_gaussian_learned_floor_has_zero_gradient(rng):
     x, out = rng.random((2, 3)), rng.random((2, 3))
     np.testing.assert_allclose(lik.log_prob(x, out),
                                D.GaussianLearned(3, sigma_x=1e-3, dtype=np.float64).log_prob(x, out))
-    lik.param_grads(x, out, 1.0)
+    _grad_from(lik, x, out)
     assert lik.grads["log_sigma"][0] == 0
 
 
