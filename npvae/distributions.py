@@ -218,14 +218,20 @@ class Bernoulli(Likelihood):
     def forward(self, x, out):
         s, softplus = _sigmoid_parts(out)
         self._cache = (x, out, s)
-        return np.sum(x * out - softplus, axis=-1)
+        # x l - softplus(l), computed into softplus's array (a fresh one) to spare a temporary
+        np.subtract(x * out, softplus, out=softplus)
+        return np.sum(softplus, axis=-1)
 
     def backward(self, scale: float):
         x, out, s = self._backward_cache()
         # d log p / d l = x - sigmoid(l), with sigmoid(l) = 1 - s for l >= 0 and s for l < 0
-        # (s = sigmoid(-|l|) from the forward pass: no second expit)
-        d_out = x - np.where(out >= 0, 1 - s, s)
-        d_out *= scale  # in place: d_out is a fresh array
+        # (s = sigmoid(-|l|) from the forward pass: no second expit). Both cases in one
+        # expression, sigmoid(l) = 1/2 + sign(l) (1/2 - s), built in place in one buffer:
+        d_out = np.subtract(0.5, s)
+        np.copysign(d_out, out, out=d_out)   # sign(l) (1/2 - s)
+        d_out += 0.5                         # sigmoid(l)
+        np.subtract(x, d_out, out=d_out)     # x - sigmoid(l)
+        d_out *= scale
         return d_out
 
     def mean(self, out):
