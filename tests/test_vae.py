@@ -361,3 +361,26 @@ def test_zz_report(capsys):
         for k, v in sorted(MAX_REL.items()):
             print(f"  max rel error {k:45s} {v:.2e}")
     assert all(v < 1e-6 for v in MAX_REL.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_a_full_training_step_keeps_the_dtype(dtype, likelihood):
+    """No silent upcast anywhere: params, grads, Adam's moments and the ELBO terms keep the dtype."""
+    from npvae.data import batch_to_float
+    from npvae.optim import Adam
+
+    rng = np.random.default_rng(0)
+    model = VAE(784, 8, (32, 16), likelihood=likelihood, rng=rng, dtype=dtype, per_pixel_sigma=True)
+    opt = Adam(model.params)
+    images = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    x = batch_to_float(images, binarize="dynamic", rng=rng, dtype=dtype)
+    for _ in range(2):
+        terms = model.forward(x, rng=rng, n_samples=2)
+        opt.step(model.backward())
+    assert terms.reconstruction.dtype == terms.kl.dtype == dtype
+    for name in model.params:
+        assert model.params[name].dtype == dtype, name
+        assert model.grads[name].dtype == dtype, name
+        assert opt.m[name].dtype == dtype and opt.v[name].dtype == dtype, name
+    assert model.encode(x)[0].dtype == model.decode(np.zeros((2, 8), dtype)).dtype == dtype
