@@ -226,6 +226,8 @@ class Trainer:
             while self.epoch < self.config.epochs:
                 self._train_epoch()
                 self._end_epoch()
+                if self._interrupted:  # Ctrl-C during the evaluation: the epoch's checkpoint is written
+                    raise TrainingInterrupted(self.epoch, self.steps_per_epoch, self.checkpoint_path)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)

@@ -94,6 +94,23 @@ def test_interrupt_mid_epoch_saves_the_step_and_resumes_exactly(tmp_path):
     assert resumed.history[-1]["train_loss"] == full.history[-1]["train_loss"]
 
 
+def test_interrupt_during_evaluation_stops_after_the_epoch(tmp_path):
+    """Ctrl-C while the test set is evaluated is not swallowed: training stops after that epoch."""
+    t = make_trainer(tmp_path, epochs=3)
+    real_evaluate = t.evaluate
+
+    def evaluate_then_interrupt(images=None):
+        if t.step == 10:  # the end of epoch 1 (the initial evaluation runs at step 0)
+            t._interrupted = True
+        return real_evaluate(images)
+
+    t.evaluate = evaluate_then_interrupt
+    with pytest.raises(TrainingInterrupted, match="interrupted after epoch 1, batch 10"):
+        t.fit()
+    saved = ck.load_checkpoint(tmp_path / "ck.npz")
+    assert saved.meta["epoch"] == 1 and saved.meta["step"] == 10 and len(saved.meta["history"]) == 1
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     t = make_trainer(tmp_path, epochs=3)
     real_forward = t.model.forward
