@@ -133,29 +133,26 @@ def build(args, train_x, test_x):
     return model, trainer
 
 
-def draw_figures(model, trainer, test_y, out: Path, *, final: bool) -> list[Path]:
-    """Write every figure that the state of training allows; returns their paths."""
+def draw_figures(model, trainer, out: Path, *, x_test=None, labels=None) -> list[Path]:
+    """Write the figures; with the float test set ``x_test`` and its labels, the final ones too."""
     from npvae import plots  # matplotlib is imported only when figures are drawn
 
-    x = npdata.batch_to_float(trainer.test_images[:1000], binarize="none", dtype=model.dtype)
-    paths = [plots.plot_reconstructions(x[:10], model.reconstruct(x[:10]), out / "reconstructions.png"),
+    x = npdata.batch_to_float(trainer.test_images[:10], binarize="none", dtype=model.dtype)
+    paths = [plots.plot_reconstructions(x, model.reconstruct(x), out / "reconstructions.png", n=len(x)),
              plots.plot_samples(model.sample(64, rng=np.random.default_rng([trainer.config.seed, 3])),
                                 out / "samples.png")]
     if trainer.history:
         paths.append(plots.plot_curves(trainer.history, out / "curves.png"))
-    if final:
-        mu = np.concatenate([model.encode(npdata.batch_to_float(trainer.test_images[i:i + 1000], binarize="none",
-                                                                 dtype=model.dtype))[0]
-                             for i in range(0, len(trainer.test_images), 1000)])
-        paths.append(plots.plot_latent(mu, test_y[:len(mu)], out / "latent.png"))
+    if x_test is not None:
+        paths.append(plots.plot_latent(model.encode(x_test)[0], labels, out / "latent.png"))
         if model.z_dim == 2:
             paths.append(plots.plot_manifold(model, out / "manifold.png"))
-        pairs = np.arange(min(3, len(x) // 2))
+        pairs = np.arange(len(x) // 2)[:3]
         paths.append(plots.plot_interpolation(model, x[2 * pairs], x[2 * pairs + 1], out / "interpolation.png"))
     return paths
 
 
-def run(args) -> int:
+def run(args, argv: list[str]) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     train_x, test_x, test_y = load_data(args)
@@ -166,10 +163,10 @@ def run(args) -> int:
     try:
         history = trainer.fit()
     except TrainingInterrupted as exc:
-        draw_figures(model, trainer, test_y, out, final=False)
-        argv = [a for a in sys.argv[1:] if a != "--resume"]
+        draw_figures(model, trainer, out)
+        again = [a for a in argv if a != "--resume"]
         print(f"\n{exc}; figures so far are in {out}/\nresume with:\n  "
-              f"python {shlex.join([sys.argv[0], *argv, '--resume'])}", file=sys.stderr)
+              f"python {shlex.join([sys.argv[0], *again, '--resume'])}", file=sys.stderr)
         return 130
     except NonFiniteLossError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -182,13 +179,13 @@ def run(args) -> int:
     ll = model.log_likelihood(x_test[:n_ll], args.eval_k, rng=np.random.default_rng([c.seed, 4]), batch_size=100)
     t_ll = time.perf_counter() - t_ll
     activity = model.latent_activity(x_test)
+    figures = draw_figures(model, trainer, out, x_test=x_test, labels=test_y)
     del x_test  # 31 MB: keeps the peak memory of the run low
-    figures = draw_figures(model, trainer, test_y, out, final=True)
     metrics = {
-        "initial_test_loss": trainer.initial_test_loss, "test_loss": last["test_loss"], "test_reconstruction": last["test_reconstruction"],
-        "test_kl": last["test_kl"],
-        "test_log_likelihood": float(ll.mean()), "log_likelihood_k": args.eval_k,
-        "log_likelihood_images": n_ll, "log_likelihood_stderr": float(ll.std(ddof=1) / np.sqrt(n_ll)) if n_ll > 1 else None,
+        "initial_test_loss": trainer.initial_test_loss,
+        "test_loss": last["test_loss"], "test_reconstruction": last["test_reconstruction"], "test_kl": last["test_kl"],
+        "test_log_likelihood": float(ll.mean()), "log_likelihood_k": args.eval_k, "log_likelihood_images": n_ll,
+        "log_likelihood_stderr": float(ll.std(ddof=1) / np.sqrt(n_ll)) if n_ll > 1 else None,
         "log_likelihood_seconds": t_ll,
         "active_units": int(np.sum(activity > 0.01)), "active_unit_threshold": 0.01,
         "latent_activity": activity.tolist(),
@@ -207,10 +204,11 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return run(args, argv)
     except KeyboardInterrupt:  # outside training (loading data, evaluating): nothing to save
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
