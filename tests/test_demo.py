@@ -132,14 +132,14 @@ def _run(args, **kw):
 def test_ctrl_c_saves_and_resume_is_bit_for_bit(fake_mnist, tmp_path):
     """SIGINT mid-training: exit 130, checkpoint + figures + resume command; then --resume
     reaches exactly the parameters of an uninterrupted run (float64)."""
-    common = ["--data-dir", str(fake_mnist), "--dtype", "float64", "--epochs", "4", "--batch-size", "32",
+    common = ["--data-dir", str(fake_mnist), "--dtype", "float64", "--epochs", "6", "--batch-size", "32",
               "--hidden", "128", "--eval-k", "5"]
-    steps = 4 * 38  # 1200 images in batches of 32
+    steps = 6 * 38  # 1200 images in batches of 32; 5 epochs left after the first line: the signal lands in training
     interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
 
     proc = _run([*common, "--out", str(interrupted)])
     for line in proc.stdout:  # wait until training is under way
-        if line.startswith("epoch   1/4"):
+        if line.startswith("epoch   1/6"):
             break
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
