@@ -178,8 +178,8 @@ def run(args, argv: list[str]) -> int:
     t_ll = time.perf_counter()
     ll = model.log_likelihood(x_test[:n_ll], args.eval_k, rng=np.random.default_rng([c.seed, 4]), batch_size=100)
     t_ll = time.perf_counter() - t_ll
-    mu = np.concatenate([model.encode(x_test[i:i + 1000])[0] for i in range(0, len(x_test), 1000)])
-    activity = mu.astype(np.float64).var(axis=0)  # Burda et al. 2016: A_u = Var_x E_q[z_u]
+    mu = model.posterior_means(x_test)
+    activity = model.latent_activity(x_test)  # Burda et al. 2016: A_u = Var_x E_q[z_u]
     del x_test  # 31 MB, freed before matplotlib loads: keeps the run's peak memory low
     figures = draw_figures(model, trainer, out, mu=mu, labels=test_y)
     metrics = {

@@ -293,13 +293,18 @@ def verify_checksum(path, dataset: str = "mnist", filename: str | None = None) -
     path = Path(path)
     dataset = _check_dataset(dataset)
     filename = path.name if filename is None else filename
+    got, mismatch = _compare_checksum(path, dataset, filename)
+    if mismatch:
+        raise ChecksumError(f"{path}: {mismatch} (published for {dataset} {filename}). The file is "
+                            f"corrupted or is not the original: {_REFETCH}.")
+    return got
+
+
+def _compare_checksum(path, dataset: str, filename: str) -> tuple[str, str | None]:
+    """The file's digest, and "expected <algo> <digest>, got <digest>" if it is not the published one."""
     algo, expected = _expected_checksum(dataset, filename)
     got = _file_digest(path, algo)
-    if got != expected:
-        raise ChecksumError(f"{path}: expected {algo} {expected} (published for {dataset} "
-                            f"{filename}), got {got}. The file is corrupted or is not the "
-                            f"original: {_REFETCH}.")
-    return got
+    return got, (None if got == expected else f"expected {algo} {expected}, got {got}")
 
 
 # ------------------------------------------------------------------------------- download
@@ -348,12 +353,10 @@ def _fetch_one(url: str, folder: Path, name: str, dataset: str, progress: bool, 
                 sys.stderr.write("\n")
             if total and done != total:
                 raise OSError(f"incomplete download: got {done} of {total} bytes")
-        algo, expected = _expected_checksum(dataset, name)
-        got = _file_digest(tmp, algo)
-        if got != expected:
-            raise ChecksumError(f"{name} downloaded from {url}: expected {algo} {expected}, got "
-                                f"{got}. The download was corrupted and has been deleted; try "
-                                f"again later or another mirror (mirrors=[...]).")
+        _, mismatch = _compare_checksum(tmp, dataset, name)
+        if mismatch:
+            raise ChecksumError(f"{name} downloaded from {url}: {mismatch}. The download was corrupted "
+                                f"and has been deleted; try again later or another mirror (mirrors=[...]).")
         os.replace(tmp, folder / name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

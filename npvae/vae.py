@@ -389,12 +389,15 @@ class VAE:
         Burda et al. 2016, section 5.2. ``x`` (N, x_dim) model dtype, N >= 2; returns
         (z_dim,) float64 variances over the data (population variance).
         """
+        if isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[0] < 2:
+            raise ValueError(f"x: expected at least 2 examples to measure a variance, got {x.shape[0]}")
+        return self.posterior_means(x, batch_size=batch_size).astype(np.float64).var(axis=0)
+
+    def posterior_means(self, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
+        """``mu(x)``, the means of q(z|x), encoded ``batch_size`` examples at a time: (N, z_dim), model dtype."""
         x = self._check_x(x)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
-        if x.shape[0] < 2:
-            raise ValueError(f"x: expected at least 2 examples to measure a variance, got {x.shape[0]}")
-        mu = np.concatenate([self.encode(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)])
-        return mu.astype(np.float64).var(axis=0)
+        return np.concatenate([self.encode(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)])
 
     def active_units(self, x: np.ndarray, *, threshold: float = 0.01, batch_size: int = 1000) -> int:
         """Number of latent units with :meth:`latent_activity` above ``threshold`` (Burda et al. 2016: 0.01)."""

@@ -384,3 +384,20 @@ def test_a_full_training_step_keeps_the_dtype(dtype, likelihood):
         assert model.grads[name].dtype == dtype, name
         assert opt.m[name].dtype == dtype and opt.v[name].dtype == dtype, name
     assert model.encode(x)[0].dtype == model.decode(np.zeros((2, 8), dtype)).dtype == dtype
+
+
+def test_posterior_means_latent_activity_and_active_units(rng):
+    """A_u = Var_x mu_u(x) (Burda et al. 2016); a unit whose mean ignores x is inactive."""
+    model = VAE(10, 3, (8,), rng=rng, dtype=np.float64)
+    head = model.encoder[-1]
+    head.params["W"][:, 1] = 0.0           # mu_1 is the constant bias: no activity
+    head.params["W"][:, 0] *= 50.0         # mu_0 varies a lot with x
+    x = rng.random((37, 10))
+    mu = model.posterior_means(x, batch_size=5)
+    np.testing.assert_allclose(mu, model.encode(x)[0], rtol=1e-12)
+    activity = model.latent_activity(x, batch_size=5)
+    np.testing.assert_allclose(activity, mu.var(axis=0), rtol=1e-12)
+    assert activity[1] < 1e-20 and activity[0] > 0.01
+    assert model.active_units(x) == int(np.sum(activity > 0.01))
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        model.latent_activity(x[:1])
