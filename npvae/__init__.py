@@ -6,7 +6,10 @@ layers         Linear, activations, Sequential, MLP (forward/backward by hand)
 init           weight initializers (explicit np.random.Generator)
 gradcheck      central finite differences in float64, rel_error, layer/model checks
 distributions  diagonal Gaussian, KL to N(0, I), Bernoulli and Gaussian likelihoods, gradients
-vae            the VAE: encode, reparameterize, decode, ELBO forward/backward, IWAE, log p(x)
+models         the model contract and one file per model: VAE, AE, CVAE, DirichletVAE, ...
+vae            the old import path of the VAE (now npvae.models.vae)
+evaluate       IWAE bound, log p(x), latent activity, for any model
+progress       a progress line for long work
 optim          SGD, Adam, AdamW, learning-rate schedules, gradient clipping
 data           MNIST / Fashion-MNIST IDX reader, checksummed download, binarization, batches
 train          Trainer: epochs, evaluation, KL warm-up, checkpoints, exact resume
@@ -16,9 +19,9 @@ plots          figures (matplotlib, Agg): reconstructions, samples, curves, late
 
 __version__ = "0.1.0"
 
-from . import checkpoint, data, distributions, gradcheck, init, layers, optim, train, vae  # noqa: F401
+from . import checkpoint, data, distributions, evaluate, gradcheck, init, layers, models, optim, train, vae  # noqa: F401
 from .data import load_mnist  # noqa: F401
 from .layers import MLP, Linear, Sequential  # noqa: F401
 from .optim import SGD, Adam, AdamW  # noqa: F401
 from .train import TrainConfig, Trainer  # noqa: F401
-from .vae import VAE  # noqa: F401
+from .models import VAE  # noqa: F401

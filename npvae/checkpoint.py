@@ -32,7 +32,7 @@ import numpy as np
 __all__ = ["FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "restore_params",
            "atomic_write"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_config carries the model's kind; epoch sums by metric name
 KIND = "npvae-checkpoint"
 
 

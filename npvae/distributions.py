@@ -43,6 +43,8 @@ __all__ = [
     "standard_normal_log_prob",
     "kl_standard_normal",
     "kl_standard_normal_grad",
+    "kl_normal",
+    "kl_normal_grad",
     "bernoulli_log_prob",
     "bernoulli_log_prob_grad",
     "Likelihood",
@@ -124,17 +126,52 @@ def kl_standard_normal(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     r"""Closed-form :math:`KL(N(\mu, \mathrm{diag}\,\sigma^2)\,\|\,N(0, I))`, per example, in nats.
 
     :math:`\tfrac12 \sum_j (\mu_j^2 + \sigma_j^2 - \mathrm{logvar}_j - 1)` (Kingma &
-    Welling 2014, appendix B, with :math:`\sigma^2 = \exp(\mathrm{logvar})`).
-    ``mu``, ``logvar``: (batch, z_dim) -> (batch,). Always >= 0, and 0 exactly at
-    mu = 0, logvar = 0.
+    Welling 2014, appendix B, with :math:`\sigma^2 = \exp(\mathrm{logvar})`), computed as
+    :math:`\tfrac12 \sum_j (\mu_j^2 + [\mathrm{expm1}(\mathrm{logvar}_j) - \mathrm{logvar}_j])`:
+    :math:`e^v - 1 - v` written with ``expm1`` has no cancellation near v = 0, and since
+    ``expm1(v) >= v`` for every v and rounding is monotone, each bracket is >= 0 in floating
+    point too (``exp(v) - v - 1`` gives -5.6e-17 at v = 1e-8).
+    ``mu``, ``logvar``: (batch, z_dim) -> (batch,), their dtype. Always >= 0, and 0 exactly
+    at mu = 0, logvar = 0. A special case of :func:`kl_normal`.
     """
-    return 0.5 * np.sum(mu * mu + np.exp(logvar) - logvar - 1, axis=-1)
+    return 0.5 * np.sum(mu * mu + (np.expm1(logvar) - logvar), axis=-1)
 
 
 def kl_standard_normal_grad(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""Gradient of :func:`kl_standard_normal`: :math:`\partial KL/\partial\mu = \mu`,
-    :math:`\partial KL/\partial\,\mathrm{logvar} = (\sigma^2 - 1)/2`. Shapes as the inputs."""
-    return mu, 0.5 * (np.exp(logvar) - 1)
+    :math:`\partial KL/\partial\,\mathrm{logvar} = (\sigma^2 - 1)/2 = \mathrm{expm1}(\mathrm{logvar})/2`.
+    Shapes as the inputs."""
+    return mu, 0.5 * np.expm1(logvar)
+
+
+def kl_normal(mu: np.ndarray, logvar: np.ndarray, mu_p: np.ndarray, logvar_p: np.ndarray) -> np.ndarray:
+    r"""Closed-form KL between two diagonal Gaussians, :math:`KL(N(\mu, \sigma^2)\,\|\,N(\mu_p, \sigma_p^2))`, nats.
+
+    .. math::
+        \tfrac12 \sum_j \Big[\frac{\sigma_j^2}{\sigma_{p,j}^2} + \frac{(\mu_j-\mu_{p,j})^2}{\sigma_{p,j}^2}
+        - 1 + \log\sigma_{p,j}^2 - \log\sigma_j^2\Big]
+        = \tfrac12 \sum_j \Big[\mathrm{expm1}(d_j) - d_j + (\mu_j-\mu_{p,j})^2 e^{-\mathrm{logvar}_{p,j}}\Big],
+
+    with :math:`d = \mathrm{logvar} - \mathrm{logvar}_p` (e.g. Kingma & Welling 2014,
+    appendix B, generalised; Srivastava & Sutton 2017, eq. 3 use it with the Laplace
+    approximation of a Dirichlet prior). The ``expm1`` form is >= 0 for every finite input
+    and exactly 0 when the two Gaussians are equal. All four arguments broadcast (the
+    prior's are typically (z_dim,)); sums the last axis; returns the leading shape, in the
+    inputs' dtype.
+    """
+    d = logvar - logvar_p
+    diff = mu - mu_p
+    return 0.5 * np.sum((np.expm1(d) - d) + diff * diff * np.exp(-logvar_p), axis=-1)
+
+
+def kl_normal_grad(mu: np.ndarray, logvar: np.ndarray, mu_p: np.ndarray, logvar_p: np.ndarray):
+    r"""Gradient of :func:`kl_normal` with respect to the first Gaussian's (mu, logvar), elementwise.
+
+    :math:`\partial KL/\partial\mu = (\mu - \mu_p)/\sigma_p^2`,
+    :math:`\partial KL/\partial\,\mathrm{logvar} = \tfrac12(\sigma^2/\sigma_p^2 - 1) = \tfrac12\,\mathrm{expm1}(\mathrm{logvar}-\mathrm{logvar}_p)`.
+    Returns two arrays of the broadcast shape of the arguments.
+    """
+    return (mu - mu_p) * np.exp(-logvar_p), 0.5 * np.expm1(logvar - logvar_p)
 
 
 # --------------------------------------------------------------------------------------
@@ -181,9 +218,12 @@ class Likelihood:
     * ``log_prob(x, out)``: :math:`\log p(x|\text{out})` summed over the last axis (nats),
       no side effects;
     * ``forward(x, out)``: the same value, keeping what ``backward`` needs;
-    * ``backward(scale)``: ``scale`` times :math:`\partial \log p/\partial\,\text{out}`
-      (elementwise, ``out``'s broadcast shape), and ``scale`` times the gradient with
-      respect to the likelihood's own parameters written into ``grads`` (if it has any);
+    * ``backward(scale)``: :math:`\partial (\sum \text{scale}\cdot\log p)/\partial\,\text{out}`
+      (elementwise, ``out``'s broadcast shape), and the gradient of the same weighted sum
+      with respect to the likelihood's own parameters written into ``grads`` (if it has
+      any). ``scale`` is a float (one weight for every example) or an array of the
+      leading shape of ``log_prob`` (e.g. (L, B)): per-sample weights, which the IWAE
+      gradient needs (its normalized importance weights);
     * ``mean(out)``: the mean of p(x|z), what ``VAE.decode`` returns.
 
     ``x`` broadcasts against ``out`` (the VAE passes x (B, D) and out (L, B, D)).
@@ -200,6 +240,13 @@ class Likelihood:
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward: call forward(x, out) first")
         return self._cache
+
+    @staticmethod
+    def _per_element(scale):
+        """A float stays a float; per-sample weights (leading shape) get a pixel axis to broadcast."""
+        if np.ndim(scale) == 0:
+            return scale
+        return np.asarray(scale)[..., None]
 
 
 class Bernoulli(Likelihood):
@@ -231,7 +278,7 @@ class Bernoulli(Likelihood):
         np.copysign(d_out, out, out=d_out)   # sign(l) (1/2 - s)
         d_out += 0.5                         # sigmoid(l)
         np.subtract(x, d_out, out=d_out)     # x - sigmoid(l)
-        d_out *= scale
+        d_out *= self._per_element(scale)  # in place: float64 weights do not upcast d_out
         return d_out
 
     def mean(self, out):
@@ -268,7 +315,8 @@ class Gaussian(Likelihood):
     def backward(self, scale: float):
         r = self._backward_cache()
         # d log p / d x_hat = (x - x_hat) / sigma_x^2
-        return r * (scale / self.sigma_x ** 2)
+        scale = self._per_element(scale)
+        return (r * (scale / self.sigma_x ** 2)).astype(r.dtype, copy=False)
 
     def mean(self, out):
         return out
@@ -322,14 +370,15 @@ class GaussianLearned(Likelihood):
         log_sigma = self.params["log_sigma"]
         # d log p / d log sigma_d = (x_d - x_hat_d)^2 / sigma_d^2 - 1, summed over every leading axis
         # (and over the pixels when sigma_x is shared) ...
-        g = (r * r * inv_var - 1).reshape(-1, r.shape[-1]).sum(axis=0)
+        scale = self._per_element(scale)
+        g = ((r * r * inv_var - 1) * scale).reshape(-1, r.shape[-1]).sum(axis=0)
         if log_sigma.shape == (1,):
             g = g.sum(keepdims=True)
         # ... times d clip / d log_sigma: 0 where the floor min_log_sigma is active
         g *= log_sigma > log_sigma.dtype.type(self.min_log_sigma)
-        self.grads["log_sigma"][...] = scale * g
+        self.grads["log_sigma"][...] = g
         # d log p / d x_hat = (x - x_hat) / sigma^2
-        return r * (inv_var * scale)
+        return (r * (inv_var * scale)).astype(r.dtype, copy=False)
 
     def mean(self, out):
         return out

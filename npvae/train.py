@@ -1,4 +1,8 @@
-"""The training loop: minibatch SGD on the negative ELBO, evaluation, checkpoints, resume.
+"""The training loop: minibatch descent on any model's loss, evaluation, checkpoints, resume.
+
+The Trainer relies only on the model contract of :mod:`npvae.models` (``params``,
+``grads``, ``forward -> terms``, ``backward``, ``conditional``, ``config``), never on a
+model's type: every model kind trains through it.
 
 Usable from code::
 
@@ -30,6 +34,7 @@ raised. A second Ctrl-C interrupts at once.
 
 from __future__ import annotations
 
+import inspect
 import math
 import signal
 import threading
@@ -44,9 +49,8 @@ from . import data as _data
 from ._checks import check_choice, check_float, check_int, check_rng
 from .checkpoint import Checkpoint, load_checkpoint, restore_params, save_checkpoint
 from .optim import Optimizer
-from .vae import VAE
 
-__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted"]
+__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "upgrade_meta"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,10 +78,10 @@ class TrainConfig:
 
     epochs : int >= 1             number of passes over the training set
     batch_size : int >= 1         examples per step (the last batch of an epoch may be smaller)
-    beta : float >= 0             KL weight (1 = the ELBO)
+    beta : float >= 0             KL weight (1 = the ELBO); only for models whose forward takes ``beta``
     warmup_epochs : float >= 0    linear KL warm-up: beta_t = beta * min(1, t / (warmup_epochs * steps per epoch))
                                   (Bowman et al. 2016; Sønderby et al. 2016). 0 disables it.
-    n_samples : int >= 1          L, samples of z per example in the ELBO estimate
+    n_samples : int >= 1          L, samples of z per example in the ELBO estimate (models taking ``n_samples``)
     binarize : str                "dynamic" (fresh Bernoulli draw per batch), "static" (one fixed draw
                                   from ``seed``) or "none" (grey levels)
     seed : int >= 0               seeds the static binarization and the evaluation noise
@@ -104,6 +108,34 @@ class TrainConfig:
         self.eval_batch_size = check_int(self.eval_batch_size, "eval_batch_size", minimum=1)
 
 
+def upgrade_meta(meta: dict) -> dict:
+    """A checkpoint's meta in today's form: format 1 (a VAE before the model contract) is converted.
+
+    Format 1 stored ``model_config`` without ``kind`` (always a VAE) and the epoch's sums as
+    a list [reconstruction, kl, examples]; format 2 adds ``kind`` and keeps the sums by
+    name. Raises ValueError naming ``format_version`` for a version this code cannot read.
+    """
+    version = meta.get("format_version", 1)
+    if version == 2:
+        return meta
+    if version != 1:
+        raise ValueError(f"checkpoint: expected format_version 1 or 2, got {version!r}")
+    meta = dict(meta)
+    if isinstance(meta.get("model_config"), dict):
+        meta["model_config"] = {"kind": "vae", **meta["model_config"]}
+    if isinstance(meta.get("sums"), list) and len(meta["sums"]) == 3:
+        rec, kl, _ = meta["sums"]
+        meta["sums"] = {"loss": rec + kl, "reconstruction": rec, "kl": kl, "elbo": -(rec + kl)} if _ else {}
+    return meta
+
+
+def _accumulate(sums: dict, terms, n: int) -> None:
+    """Add a batch's ``n * terms.loss`` and per-example metric sums (float64) into ``sums``."""
+    sums["loss"] = sums.get("loss", 0.0) + terms.loss * n
+    for k, v in terms.metrics.items():
+        sums[k] = sums.get(k, 0.0) + float(np.sum(v, dtype=np.float64))
+
+
 def _prepare(images: np.ndarray, binarize: str, seed: int, name: str) -> np.ndarray:
     """Images as uint8 (N, 784). "static" binarizes once here (values 0/255 -> exactly 0/1 later)."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
@@ -116,35 +148,41 @@ def _prepare(images: np.ndarray, binarize: str, seed: int, name: str) -> np.ndar
 
 
 class Trainer:
-    """Train a :class:`~npvae.vae.VAE` on uint8 images with an optimizer from :mod:`npvae.optim`.
+    """Train any model that follows the contract of :mod:`npvae.models` on uint8 images.
 
     Parameters
     ----------
-    model : VAE
+    model
+        A model following the contract (``params``, ``grads``, ``forward``, ``backward``,
+        ``conditional``, ``config``, ``x_dim``, ``dtype``).
     optimizer : Optimizer
-        Built on ``model.params``.
+        From :mod:`npvae.optim`, built on ``model.params``.
     train_images, test_images : np.ndarray, uint8, (N, 28, 28) or (N, 784)
         Kept as uint8; each batch is converted to ``model.dtype`` as it is used. The test
         set is binarized once (a fixed draw from ``seed + 1``) unless ``binarize="none"``,
         so test numbers are comparable across epochs. ``test_images`` may be None.
     config : TrainConfig
     rng : np.random.Generator
-        The training stream (permutations, binarization, eps).
+        The training stream (permutations, binarization, the model's noise).
     checkpoint_path : path, optional
         Where to write the checkpoint after every epoch and on interrupt.
     log : callable(str), optional
         Receives one progress line per epoch (default ``print``).
+    train_labels, test_labels : np.ndarray of int, (N,), optional
+        Class labels; required when ``model.conditional`` (a CVAE), ignored otherwise.
 
     Attributes: ``epoch`` (completed epochs), ``step`` (completed steps in all),
     ``history`` (one dict per epoch, see :meth:`fit`), ``initial_test_loss`` (the test
-    -ELBO before the first step, measured by :meth:`fit`).
+    loss before the first step, measured by :meth:`fit`).
+
+    Raises TypeError/ValueError naming a bad argument, e.g. ``beta`` != 1 for a model
+    whose forward has no KL weight, or missing labels for a conditional model.
     """
 
-    def __init__(self, model: VAE, optimizer: Optimizer, train_images: np.ndarray, test_images: np.ndarray | None = None,
+    def __init__(self, model, optimizer: Optimizer, train_images: np.ndarray, test_images: np.ndarray | None = None,
                  config: TrainConfig | None = None, *, rng: np.random.Generator, checkpoint_path=None,
-                 log: Callable[[str], None] | None = print) -> None:
-        if not isinstance(model, VAE):
-            raise TypeError(f"model: expected an npvae VAE, got {type(model).__name__}")
+                 log: Callable[[str], None] | None = print, train_labels: np.ndarray | None = None,
+                 test_labels: np.ndarray | None = None) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer: expected an npvae.optim Optimizer, got {type(optimizer).__name__}")
         self.model, self.optimizer = model, optimizer
@@ -153,6 +191,7 @@ class Trainer:
             raise TypeError(f"config: expected a TrainConfig, got {type(self.config).__name__}")
         self.rng = check_rng(rng)
         c = self.config
+        self._options = self._forward_options(model, c)
         self.train_images = _prepare(train_images, c.binarize, c.seed, "train_images")
         if self.train_images.shape[1] != model.x_dim:
             raise ValueError(f"train_images: expected {model.x_dim} pixels per image (the model's x_dim), "
@@ -161,6 +200,9 @@ class Trainer:
         if test_images is not None:
             test_mode = "none" if c.binarize == "none" else "static"
             self.test_images = _prepare(test_images, test_mode, c.seed + 1, "test_images")
+        self.conditional = bool(getattr(model, "conditional", False))
+        self.train_labels = self._labels(train_labels, self.train_images, "train_labels")
+        self.test_labels = self._labels(test_labels, self.test_images, "test_labels")
         # "static" data are already 0/255, so each batch only needs the /255 of "none"
         self._batch_mode = "dynamic" if c.binarize == "dynamic" else "none"
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -172,10 +214,38 @@ class Trainer:
         self.history: list[dict] = []
         self._perm: np.ndarray | None = None
         self._batch = 0            # completed batches in the current epoch
-        self._sums = [0.0, 0.0, 0]  # sum of reconstruction, sum of KL, examples seen this epoch
+        self._sums: dict[str, float] = {}  # this epoch's sums of n * loss and of each metric, float64
         self._seconds = 0.0         # training time spent in the current epoch so far
         self._interrupted = False
-        self.initial_test_loss: float | None = None  # test -ELBO before the first step
+        self.initial_test_loss: float | None = None  # test loss before the first step
+
+    @staticmethod
+    def _forward_options(model, c: TrainConfig) -> dict:
+        """The optional forward keywords this run needs (``beta``, ``n_samples``), checked against the model."""
+        accepted = inspect.signature(model.forward).parameters
+        wanted = {"beta": c.beta != 1.0 or c.warmup_epochs > 0, "n_samples": c.n_samples != 1}
+        for name, needed in wanted.items():
+            if needed and name not in accepted:
+                what = {"beta": f"beta={c.beta}, warmup_epochs={c.warmup_epochs}",
+                        "n_samples": f"n_samples={c.n_samples}"}[name]
+                raise ValueError(f"{name}: the {getattr(model, 'kind', type(model).__name__)} model's objective has "
+                                 f"no {name}; expected the default (1{', no warm-up' if name == 'beta' else ''}), "
+                                 f"got {what}")
+        return {name for name, needed in wanted.items() if needed}
+
+    def _labels(self, labels, images, name):
+        if not self.conditional or images is None:
+            return None
+        if labels is None:
+            raise ValueError(f"{name}: expected class labels for the conditional {self.model.kind} model, got None")
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+            raise ValueError(f"{name}: expected {len(images)} integer labels (one per image), "
+                             f"got shape {labels.shape}, dtype {labels.dtype}")
+        return labels.astype(np.int64)
+
+    def _forward(self, x, labels, rng, **options):
+        return self.model.forward(x, *(() if labels is None else (labels,)), rng=rng, **options)
 
     # ------------------------------------------------------------------------------
     def beta_at(self, step: int) -> float:
@@ -185,36 +255,37 @@ class Trainer:
             return c.beta
         return c.beta * min(1.0, (step + 1) / (c.warmup_epochs * self.steps_per_epoch))
 
-    def evaluate(self, images: np.ndarray | None = None) -> dict:
-        """Mean test -ELBO, reconstruction and KL (nats per example) of uint8 ``images``.
+    def evaluate(self, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
+        """Mean test loss and metrics (nats per example) of uint8 ``images``.
 
-        Defaults to the prepared test set. Uses a Generator seeded from ``config.seed``
-        (the same noise at every call), never the training stream. Returns a dict with
-        keys ``loss``, ``reconstruction``, ``kl``.
+        Defaults to the prepared test set (and its labels). The loss is the model's
+        objective at its defaults (beta = 1: the -ELBO for a VAE). Uses a Generator seeded
+        from ``config.seed`` (the same noise at every call), never the training stream.
+        Returns a dict with ``loss`` and one key per metric of ``terms.metrics``.
         """
-        images = self.test_images if images is None else images
+        if images is None:
+            images, labels = self.test_images, self.test_labels
         if images is None:
             raise ValueError("images: expected test images (none were given to the Trainer), got None")
         rng = np.random.default_rng([self.config.seed, 2])
-        rec = kl = 0.0
-        for i in range(0, len(images), self.config.eval_batch_size):
-            x = _data.batch_to_float(images[i:i + self.config.eval_batch_size], binarize="none",
-                                     dtype=self.model.dtype)
-            terms = self.model.forward(x, rng=rng)
-            rec += float(terms.reconstruction.sum(dtype=np.float64))
-            kl += float(terms.kl.sum(dtype=np.float64))
-        n = len(images)
-        return {"loss": (rec + kl) / n, "reconstruction": rec / n, "kl": kl / n}
+        sums: dict[str, float] = {}
+        size = self.config.eval_batch_size
+        for i in range(0, len(images), size):
+            x = _data.batch_to_float(images[i:i + size], binarize="none", dtype=self.model.dtype)
+            terms = self._forward(x, None if labels is None else labels[i:i + size], rng)
+            _accumulate(sums, terms, len(x))
+        return {k: v / len(images) for k, v in sums.items()}
 
     # ------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
         """Train until ``config.epochs`` epochs are complete; return the history.
 
-        Each history entry: ``epoch``, ``train_loss`` / ``train_reconstruction`` /
-        ``train_kl`` (means over the epoch's batches, -ELBO with beta = 1, nats per
-        example), ``test_loss`` / ``test_reconstruction`` / ``test_kl`` (if a test set was
-        given), ``beta`` (at the epoch's end), ``seconds`` (training time of the epoch,
-        evaluation excluded), ``samples_per_s``.
+        Each history entry: ``epoch``; ``train_loss`` (the mean of ``terms.loss`` over the
+        epoch, at the KL weight of each step) and ``train_<metric>`` for every metric the
+        model reports (e.g. ``train_reconstruction``, ``train_kl``), nats per example;
+        ``test_loss`` and ``test_<metric>`` (if a test set was given, at beta = 1);
+        ``beta`` (at the epoch's end); ``seconds`` (training time of the epoch, evaluation
+        excluded); ``samples_per_s``.
 
         Raises NonFiniteLossError or TrainingInterrupted as described in the module
         docstring.
@@ -249,20 +320,22 @@ class Trainer:
         n = len(self.train_images)
         if self._perm is None:  # a new epoch (not one resumed mid-way)
             self._perm = self.rng.permutation(n)
-            self._batch, self._sums, self._seconds = 0, [0.0, 0.0, 0], 0.0
+            self._batch, self._sums, self._seconds = 0, {}, 0.0
         start = time.perf_counter()
         while self._batch < self.steps_per_epoch:
             idx = self._perm[self._batch * c.batch_size:(self._batch + 1) * c.batch_size]
             x = _data.batch_to_float(self.train_images[idx], binarize=self._batch_mode, rng=self.rng,
                                      dtype=model.dtype)
-            terms = model.forward(x, rng=self.rng, n_samples=c.n_samples, beta=self.beta_at(self.step))
+            options = {"beta": self.beta_at(self.step)} if "beta" in self._options else {}
+            if "n_samples" in self._options:
+                options["n_samples"] = c.n_samples
+            labels = None if self.train_labels is None else self.train_labels[idx]
+            terms = self._forward(x, labels, self.rng, **options)
             if not math.isfinite(terms.loss):
                 raise NonFiniteLossError(self.epoch + 1, self._batch + 1, terms.loss,
                                          self.checkpoint_path if self._checkpoint_exists() else None)
             self.optimizer.step(model.backward())
-            self._sums[0] += float(terms.reconstruction.sum(dtype=np.float64))
-            self._sums[1] += float(terms.kl.sum(dtype=np.float64))
-            self._sums[2] += len(idx)
+            _accumulate(self._sums, terms, len(idx))
             self._batch += 1
             self.step += 1
             if self._interrupted:
@@ -272,24 +345,24 @@ class Trainer:
         self._seconds += time.perf_counter() - start
 
     def _end_epoch(self) -> None:
-        rec, kl, n = self._sums
+        n = len(self.train_images)
         for name, p in self.model.params.items():
             if not np.isfinite(p).all():  # a last step can leave NaN weights with a finite loss
                 raise NonFiniteLossError(self.epoch + 1, self._batch, float("nan"),
                                          self.checkpoint_path if self._checkpoint_exists() else None)
-        entry = {"epoch": self.epoch + 1, "train_loss": (rec + kl) / n, "train_reconstruction": rec / n,
-                 "train_kl": kl / n, "beta": self.beta_at(self.step - 1), "seconds": self._seconds,
+        entry = {"epoch": self.epoch + 1, **{f"train_{k}": v / n for k, v in self._sums.items()},
+                 "beta": self.beta_at(self.step - 1), "seconds": self._seconds,
                  "samples_per_s": n / self._seconds if self._seconds > 0 else float("inf")}
         if self.test_images is not None:
-            ev = self.evaluate()
-            entry.update(test_loss=ev["loss"], test_reconstruction=ev["reconstruction"], test_kl=ev["kl"])
+            entry.update({f"test_{k}": v for k, v in self.evaluate().items()})
         self.history.append(entry)
         self.epoch += 1
         self._perm, self._batch = None, 0
         test = f"test {entry['test_loss']:8.3f}  " if "test_loss" in entry else ""
+        kl = entry.get("test_kl", entry.get("train_kl"))
         self.log(f"epoch {entry['epoch']:3d}/{self.config.epochs}  train {entry['train_loss']:8.3f}  {test}"
-                 f"KL {entry.get('test_kl', entry['train_kl']):6.3f}  {entry['seconds']:6.1f} s  "
-                 f"{entry['samples_per_s']:8.0f} samples/s")
+                 + (f"KL {kl:6.3f}  " if kl is not None else "")
+                 + f"{entry['seconds']:6.1f} s  {entry['samples_per_s']:8.0f} samples/s")
         if self.checkpoint_path:
             self.save()
 
@@ -324,7 +397,7 @@ class Trainer:
         permutation are all restored, so :meth:`fit` continues exactly where it stopped.
         """
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-        m = ckpt.meta
+        m = upgrade_meta(ckpt.meta)
         if m.get("model_config") != self.model.config:
             raise ValueError(f"checkpoint: expected a checkpoint of this model {self.model.config}, "
                              f"got one of {m.get('model_config')}")
@@ -336,7 +409,7 @@ class Trainer:
                              f"got {state.get('bit_generator')}")
         self.rng.bit_generator.state = state
         self.epoch, self.step, self._batch = int(m["epoch"]), int(m["step"]), int(m["batch"])
-        self._sums, self._seconds = list(m["sums"]), float(m["seconds"])
+        self._sums, self._seconds = dict(m["sums"]), float(m["seconds"])
         self.history = list(m["history"])
         self.initial_test_loss = m.get("initial_test_loss")
         self._perm = ckpt.arrays.get("perm")

@@ -1,0 +1,172 @@
+r"""Pieces every model shares: the result type, the Gaussian head, likelihoods by name, input checks.
+
+Plain functions and small layer-like objects, no base class: a model file composes them.
+
+* :class:`Terms` -- what every ``forward`` returns (``loss`` plus a ``metrics`` dict).
+* :class:`GaussianHead` -- splits an encoder output ``h = [mu, logvar_raw]`` and clips
+  ``logvar`` to :data:`LOGVAR_MIN`, :data:`LOGVAR_MAX`, with its backward.
+* :func:`make_likelihood` -- the decoder distribution p(x|z) from its name (:data:`LIKELIHOODS`).
+* :func:`check_x`, :func:`check_labels`, :func:`noise` -- argument checks shared by the models.
+* :func:`collect` -- the flat ``params``/``grads`` dicts of a model from its parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import distributions as dist
+from .._checks import check_array, check_choice, check_int
+
+__all__ = ["Terms", "GaussianHead", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX", "make_likelihood",
+           "check_x", "check_z", "check_labels", "check_hidden", "one_hot", "noise", "collect", "decode_sample"]
+
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
+LOGVAR_MIN, LOGVAR_MAX = -20.0, 10.0
+
+
+@dataclass
+class Terms:
+    """What a model's ``forward`` returns.
+
+    loss : float
+        The training objective, nats per example, averaged over the batch (what
+        ``backward`` differentiates).
+    metrics : dict[str, np.ndarray]
+        Per-example diagnostics, each of shape (batch,) (e.g. ``reconstruction``, ``kl``,
+        ``elbo``), in nats. The trainer averages and logs every one of them. Each is also
+        readable as an attribute: ``terms.kl`` is ``terms.metrics["kl"]``.
+    """
+
+    loss: float
+    metrics: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        metrics = self.__dict__.get("metrics", {})
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or metric {name!r} "
+                             f"(metrics: {sorted(metrics)})")
+
+
+class GaussianHead:
+    r"""``h -> (mu, logvar)`` for :math:`q(z|\cdot) = N(\mu, \mathrm{diag}\,e^{\mathrm{logvar}})`.
+
+    The encoder's last layer outputs ``h = [mu, logvar_raw]`` (batch, 2 z_dim): one
+    (hidden, 2 z_dim) matmul instead of two. ``logvar = clip(logvar_raw, -20, 10)`` keeps
+    :math:`\sigma` in [4.5e-5, 148], so ``exp(logvar)`` never overflows, even in float32.
+    Local derivatives: :math:`\partial\mu/\partial h_{:Z} = 1`;
+    :math:`\partial\,\mathrm{logvar}/\partial h_{Z:} = 1` inside the clip range, 0 outside.
+    """
+
+    def __init__(self, z_dim: int) -> None:
+        self.z_dim = z_dim
+        self._raw = None
+
+    def forward(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``h`` (batch, 2 z_dim) -> ``mu``, ``logvar``, each (batch, z_dim), h's dtype."""
+        mu, self._raw = h[:, :self.z_dim], h[:, self.z_dim:]
+        return mu, np.clip(self._raw, LOGVAR_MIN, LOGVAR_MAX)
+
+    def backward(self, dmu: np.ndarray, dlogvar: np.ndarray) -> np.ndarray:
+        """(dL/dmu, dL/dlogvar) -> dL/dh (batch, 2 z_dim); the clip passes no gradient outside its range."""
+        inside = (self._raw >= LOGVAR_MIN) & (self._raw <= LOGVAR_MAX)  # d clip / d raw
+        return np.concatenate([dmu, dlogvar * inside], axis=1)
+
+
+def make_likelihood(name: str, x_dim: int, *, sigma_x: float = 1.0, per_pixel_sigma: bool = False,
+                    dtype=np.float32) -> dist.Likelihood:
+    """The decoder distribution p(x|z) called ``name`` (one of :data:`LIKELIHOODS`).
+
+    "bernoulli": logits; "gaussian": mean with fixed ``sigma_x``; "gaussian_learned": mean
+    with a learned log sigma_x (shared, or per pixel). Raises ValueError for another name.
+    """
+    check_choice(name, "likelihood", LIKELIHOODS)
+    if name == "bernoulli":
+        return dist.Bernoulli()
+    if name == "gaussian":
+        return dist.Gaussian(sigma_x)
+    return dist.GaussianLearned(x_dim, sigma_x=sigma_x, per_pixel=per_pixel_sigma, dtype=dtype)
+
+
+def decode_sample(likelihood: dist.Likelihood, out: np.ndarray, *, mean: bool, rng) -> np.ndarray:
+    """The mean of p(x|z) (``mean=True``) or one draw x ~ p(x|z) from ``rng`` (ancestral sampling).
+
+    ``out``: decoder output (n, x_dim); returns (n, x_dim) in out's dtype. Bernoulli draws
+    are 0/1; Gaussian draws add sigma_x * N(0, I) noise to the mean.
+    """
+    m = likelihood.mean(out)
+    if mean:
+        return m
+    if likelihood.name == "bernoulli":
+        return (rng.random(m.shape, dtype=m.dtype) < m).astype(m.dtype)
+    sigma = (np.exp(likelihood._log_sigma()) if likelihood.name == "gaussian_learned"
+             else likelihood.sigma_x)
+    return m + (sigma * rng.standard_normal(m.shape, dtype=m.dtype)).astype(m.dtype)
+
+
+def check_x(x, x_dim: int, dtype, likelihood: str) -> np.ndarray:
+    """``x`` (batch >= 1, x_dim), model dtype, finite, in [0, 1] for Bernoulli; TypeError/ValueError otherwise."""
+    check_array(x, "x", shape=(None, x_dim), dtype=dtype, finite=True)
+    if x.shape[0] == 0:
+        raise ValueError(f"x: expected a batch of at least 1 example, got shape {x.shape}")
+    if likelihood == "bernoulli":
+        check_array(x, "x", low=0.0, high=1.0)  # Bernoulli targets are probabilities
+    return x
+
+
+def check_z(z, z_dim: int, dtype, name: str = "z") -> np.ndarray:
+    """``z`` (batch, z_dim), model dtype, finite; TypeError/ValueError otherwise."""
+    return check_array(z, name, shape=(None, z_dim), dtype=dtype, finite=True)
+
+
+def check_labels(y, n_classes: int, batch: int | None = None) -> np.ndarray:
+    """``y``: integer labels, shape (batch,), each in [0, n_classes). TypeError/ValueError otherwise."""
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
+        got = y.dtype if isinstance(y, np.ndarray) else type(y).__name__
+        raise TypeError(f"y: expected an integer array of class labels, got {got}")
+    if y.ndim != 1 or (batch is not None and y.shape[0] != batch):
+        want = f"({batch},)" if batch is not None else "(batch,)"
+        raise ValueError(f"y: expected shape {want} (one label per example), got shape {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"y: expected labels in [0, {n_classes - 1}], got values from {y.min()} to {y.max()}")
+    return y
+
+
+def one_hot(y: np.ndarray, n_classes: int, dtype) -> np.ndarray:
+    """Integer labels (batch,) -> one-hot rows (batch, n_classes) of ``dtype``."""
+    out = np.zeros((y.shape[0], n_classes), dtype=dtype)
+    out[np.arange(y.shape[0]), y] = 1
+    return out
+
+
+def noise(shape, *, rng, eps, dtype) -> np.ndarray:
+    """``eps`` if given (checked against ``shape`` and ``dtype``), else a fresh N(0, I) draw from ``rng``.
+
+    Raises ValueError if neither is given, TypeError/ValueError for an ``eps`` of another
+    shape or dtype.
+    """
+    if eps is None:
+        if rng is None:
+            raise ValueError("rng: expected a numpy.random.Generator when eps is not given, got None")
+        return dist.sample_eps(shape, rng=rng, dtype=dtype)
+    if isinstance(eps, np.ndarray) and eps.ndim == len(shape) - 1 and shape[0] == 1:
+        eps = eps[None]  # (batch, z_dim) for a single sample
+    return check_array(eps, "eps", shape=tuple(shape), dtype=dtype, finite=True)
+
+
+def collect(**parts) -> tuple[dict, dict]:
+    """Flat ``params`` and ``grads`` dicts ("encoder.0.W", ...) of the named parts' live arrays."""
+    params, grads = {}, {}
+    for prefix, part in parts.items():
+        params.update({f"{prefix}.{k}": v for k, v in part.params.items()})
+        grads.update({f"{prefix}.{k}": v for k, v in part.grads.items()})
+    return params, grads
+
+
+def check_hidden(hidden) -> tuple[int, ...]:
+    """``hidden`` as a tuple of widths >= 1 (an int is one layer)."""
+    if isinstance(hidden, (int, np.integer)):
+        hidden = (hidden,)
+    return tuple(check_int(h, f"hidden[{i}]", minimum=1) for i, h in enumerate(hidden))

@@ -1,0 +1,217 @@
+r"""The variational autoencoder, with its ELBO gradient written out by hand.
+
+Model (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", section 3 and appendix C;
+the derivation of every step is in ``docs/derivation.md``):
+
+* encoder :math:`q_\phi(z|x) = N(\mu, \mathrm{diag}\,\sigma^2)`: an MLP whose last layer
+  outputs ``[mu, logvar]`` (``logvar`` :math:`= \log\sigma^2`, clipped to [-20, 10]);
+* reparameterization :math:`z^{(l)} = \mu + \sigma\odot\epsilon^{(l)}`,
+  :math:`\epsilon^{(l)}\sim N(0, I)`, :math:`\sigma = \exp(\mathrm{logvar}/2)`;
+* prior :math:`p(z) = N(0, I)`;
+* decoder :math:`p_\theta(x|z)`: an MLP whose output is the likelihood's parameter
+  (Bernoulli logits, or a Gaussian mean with a fixed or learned :math:`\sigma_x`).
+
+The per-example objective is the ELBO with L = ``n_samples`` draws (eq. 10, "SGVB
+estimator B"), :math:`\mathcal L(x) = \frac1L\sum_l \log p_\theta(x|z^{(l)}) - \beta\,KL(q_\phi(z|x)\,\|\,p(z))`,
+and the loss is :math:`-\mathcal L` averaged over the batch, in nats per example.
+``beta = 1`` is the VAE, ``beta != 1`` the beta-VAE (Higgins et al. 2017).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import distributions as dist
+from .. import evaluate
+from .._checks import check_choice, check_dtype, check_float, check_int, check_rng
+from ..layers import ACTIVATIONS, MLP
+from .parts import (LIKELIHOODS, GaussianHead, Terms, check_hidden, check_x, check_z, collect, decode_sample,
+                    make_likelihood, noise)
+
+__all__ = ["VAE"]
+
+
+class VAE:
+    r"""A VAE with a Gaussian encoder, a standard-normal prior and a Bernoulli or Gaussian decoder.
+
+    Parameters
+    ----------
+    x_dim, z_dim : int >= 1
+        Data dimension (784 for MNIST) and latent dimension.
+    hidden : sequence of int
+        Encoder hidden widths; the decoder mirrors them. ``(400,)`` is the 784-400-20 network
+        of the PyTorch examples VAE.
+    activation : str
+        One of :data:`npvae.layers.ACTIVATIONS`.
+    likelihood : {"bernoulli", "gaussian", "gaussian_learned"}
+        The decoder distribution (see :func:`npvae.models.parts.make_likelihood`).
+    rng : np.random.Generator
+        Initializes the weights.
+    dtype : float32 or float64
+        Of every parameter, gradient and activation.
+    sigma_x : float > 0, per_pixel_sigma : bool, init : str
+        Gaussian decoder scale (initial value when learned), one learned sigma_x per pixel,
+        weight initializer (:mod:`npvae.init`).
+
+    ``params``/``grads``: "encoder.0.W", ..., "decoder.2.b" and, for "gaussian_learned",
+    "likelihood.log_sigma". Raises TypeError/ValueError naming a bad argument.
+    """
+
+    kind = "vae"
+    conditional = False
+    loss_name = "neg_elbo"
+
+    def __init__(self, x_dim: int, z_dim: int, hidden=(400,), activation: str = "relu",
+                 likelihood: str = "bernoulli", *, rng: np.random.Generator, dtype=np.float32,
+                 sigma_x: float = 1.0, per_pixel_sigma: bool = False, init: str = "glorot_uniform") -> None:
+        self.x_dim = check_int(x_dim, "x_dim", minimum=1)
+        self.z_dim = self.noise_dim = check_int(z_dim, "z_dim", minimum=1)
+        self.hidden = check_hidden(hidden)
+        self.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
+        self.likelihood_name = check_choice(likelihood, "likelihood", LIKELIHOODS)
+        self.dtype = check_dtype(dtype)
+        check_rng(rng)
+        self.sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
+        self.per_pixel_sigma, self.init = bool(per_pixel_sigma), init
+        kw = dict(rng=rng, dtype=self.dtype, init=init)
+        self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim), self.activation, **kw)
+        # x is data: nobody needs dL/dx, and skipping it saves a matmul as big as the first layer's
+        self.encoder[0].skip_input_grad = True
+        self.head = GaussianHead(self.z_dim)
+        self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
+        self.likelihood = make_likelihood(self.likelihood_name, self.x_dim, sigma_x=self.sigma_x,
+                                          per_pixel_sigma=self.per_pixel_sigma, dtype=self.dtype)
+        self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)
+        self._cache = None
+
+    @property
+    def config(self) -> dict:
+        """The constructor arguments and ``kind``, JSON-serialisable (see :meth:`from_config`)."""
+        return {"kind": self.kind, "x_dim": self.x_dim, "z_dim": self.z_dim, "hidden": list(self.hidden),
+                "activation": self.activation, "likelihood": self.likelihood_name, "dtype": self.dtype.name,
+                "sigma_x": self.sigma_x, "per_pixel_sigma": self.per_pixel_sigma, "init": self.init}
+
+    @classmethod
+    def from_config(cls, config: dict, *, rng: np.random.Generator):
+        """A model built from :attr:`config` (weights freshly initialized from ``rng``)."""
+        c = {k: v for k, v in config.items() if k != "kind"}
+        return cls(c.pop("x_dim"), c.pop("z_dim"), tuple(c.pop("hidden")), rng=rng, dtype=np.dtype(c.pop("dtype")), **c)
+
+    def __repr__(self) -> str:
+        sizes = "-".join(map(str, (self.x_dim, *self.hidden, self.z_dim)))
+        return f"{type(self).__name__}({sizes}, activation={self.activation!r}, likelihood={self.likelihood_name!r}, dtype={self.dtype})"
+
+    # ---- encode, reparameterize, decode (the pytorch-examples pieces) -------------------
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``mu``, ``logvar`` of q(z|x), each (batch, z_dim), model dtype. ``x``: (batch, x_dim), finite."""
+        self._cache = None  # the layers' caches now belong to this call, not to a forward
+        mu, logvar = self.head.forward(self.encoder.forward(check_x(x, self.x_dim, self.dtype, self.likelihood_name)))
+        return mu.copy(), logvar.copy()
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """The mean of p(x|z) (pixel probabilities or Gaussian mean): (batch, z_dim) -> (batch, x_dim)."""
+        self._cache = None
+        return self.likelihood.mean(self.decoder.forward(check_z(z, self.z_dim, self.dtype)))
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """``decode(mu(x))``: the mean of p(x|z) at the posterior mean, (batch, x_dim)."""
+        return self.decode(self.encode(x)[0])
+
+    def sample(self, n: int, *, rng: np.random.Generator, mean: bool = True) -> np.ndarray:
+        """Ancestral sampling: z ~ N(0, I), then the mean of p(x|z) (``mean=True``) or a draw x ~ p(x|z). (n, x_dim)."""
+        z = dist.sample_eps((check_int(n, "n", minimum=1), self.z_dim), rng=rng, dtype=self.dtype)
+        self._cache = None
+        return decode_sample(self.likelihood, self.decoder.forward(z), mean=mean, rng=rng)
+
+    # ---- the ELBO and its gradient ------------------------------------------------------
+    def forward(self, x: np.ndarray, *, rng: np.random.Generator | None = None, eps: np.ndarray | None = None,
+                n_samples: int = 1, beta: float = 1.0) -> Terms:
+        r"""Estimate the ELBO of a batch and cache what :meth:`backward` needs.
+
+        ``x`` (batch, x_dim), model dtype; ``eps`` (n_samples, batch, z_dim) (or (batch,
+        z_dim) for one sample) fixes the noise, else ``rng`` draws it; ``n_samples`` = L;
+        ``beta`` >= 0 weights the KL. Returns :class:`Terms` with metrics ``reconstruction``
+        :math:`-\frac1L\sum_l\log p(x|z^{(l)})`, ``kl`` (closed form) and ``elbo``, each
+        (batch,) nats. Raises TypeError/ValueError for bad arguments.
+        """
+        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
+        L, beta = check_int(n_samples, "n_samples", minimum=1), check_float(beta, "beta", minimum=0.0)
+        B, Z = x.shape[0], self.z_dim
+        eps = noise((L, B, Z), rng=rng, eps=eps, dtype=self.dtype)
+        mu, logvar = self.head.forward(self.encoder.forward(x))        # q(z|x), each (B, Z)
+        z = dist.reparameterize(mu, logvar, eps)                        # (L, B, Z)
+        out = self.decoder.forward(z.reshape(L * B, Z))                 # (L*B, x_dim)
+        log_px = self.likelihood.forward(x, out.reshape(L, B, self.x_dim))  # (L, B)
+        reconstruction = -log_px.mean(axis=0)                           # (B,)
+        kl = dist.kl_standard_normal(mu, logvar)                        # (B,)
+        self._cache = (B, L, eps, mu, logvar, beta)
+        return Terms(float(np.mean(reconstruction + beta * kl)),
+                     {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)})
+
+    def backward(self) -> dict[str, np.ndarray]:
+        r"""Gradient of the last ``forward``'s loss, :math:`\frac1B\sum_n[-\frac1L\sum_l\log p(x_n|z^{(l)}_n) + \beta KL_n]`.
+
+        The chain rule, in order: (1) likelihood, (2) decoder, (3) through
+        :math:`z = \mu + \sigma\epsilon` plus the KL's closed form, (4) the head's clip and
+        the encoder. Overwrites and returns :attr:`grads` (live arrays, model dtype). Raises
+        RuntimeError if there is no forward to differentiate (none yet, or encode / decode /
+        sample / iwae_bound ran since and overwrote the layers' caches).
+        """
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward(x, ...) first (encode, decode, sample "
+                               "and iwae_bound since the last forward overwrite what backward needs)")
+        B, L, eps, mu, logvar, beta = self._cache
+        # 1. d loss / d out = -(1 / (B L)) d log p(x|z) / d out               (L*B, x_dim)
+        d_out = self.likelihood.backward(-1.0 / (B * L)).reshape(L * B, self.x_dim)
+        # 2. decoder: d loss / d z                                              (L, B, Z)
+        dz = self.decoder.backward(d_out).reshape(L, B, self.z_dim)
+        # 3. z = mu + sigma eps: dz/dmu = 1, dz/dlogvar = sigma eps / 2 (summed over l) ...
+        dmu, dlogvar = dist.reparameterize_backward(dz, logvar, eps)
+        #    ... + beta KL / B: dKL/dmu = mu, dKL/dlogvar = (sigma^2 - 1) / 2
+        dkl_dmu, dkl_dlogvar = dist.kl_standard_normal_grad(mu, logvar)
+        dmu, dlogvar = dmu + (beta / B) * dkl_dmu, dlogvar + (beta / B) * dkl_dlogvar
+        # 4. head (clip) and encoder
+        self.encoder.backward(self.head.backward(dmu, dlogvar))
+        return self.grads
+
+    # ---- importance sampling: the model's side of npvae.evaluate -----------------------
+    def proposal(self, x: np.ndarray):
+        """Encode once for :func:`npvae.evaluate.iwae_bound`: (x, mu, logvar)."""
+        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
+        self._cache = None
+        mu, logvar = self.head.forward(self.encoder.forward(x))
+        return x, mu.copy(), logvar.copy()
+
+    def log_weights(self, q, eps: np.ndarray) -> np.ndarray:
+        r""":math:`\log w = \log p(x|z) + \log p(z) - \log q(z|x)` at :math:`z = \mu + \sigma\epsilon`; (k, B) float64."""
+        x, mu, logvar = q
+        k, B, Z = eps.shape
+        z = dist.reparameterize(mu, logvar, eps)
+        out = self.decoder.forward(z.reshape(k * B, Z)).reshape(k, B, self.x_dim)
+        log_px = self.likelihood.log_prob(x, out).astype(np.float64)
+        log_pz = dist.standard_normal_log_prob(z.astype(np.float64))
+        # log q(z|x) at z = mu + sigma eps is exactly -1/2 sum(log 2 pi + logvar + eps^2)
+        log_qz = -0.5 * np.sum(dist.LOG_2PI + logvar.astype(np.float64) + eps.astype(np.float64) ** 2, axis=-1)
+        return log_px + log_pz - log_qz
+
+    def iwae_bound(self, x, k: int, *, rng=None, eps=None, chunk_size=None) -> np.ndarray:
+        """:func:`npvae.evaluate.iwae_bound` of this model: (batch,) float64 nats."""
+        return evaluate.iwae_bound(self, x, k, rng=rng, eps=eps, chunk_size=chunk_size)
+
+    def log_likelihood(self, x, k: int = 5000, *, rng, batch_size: int = 100, progress: bool = False) -> np.ndarray:
+        """:func:`npvae.evaluate.log_likelihood` of this model: (N,) float64 nats."""
+        return evaluate.log_likelihood(self, x, k, rng=rng, batch_size=batch_size, progress=progress)
+
+    def posterior_means(self, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
+        """``mu(x)``, encoded ``batch_size`` examples at a time: (N, z_dim), model dtype."""
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        check_x(x, self.x_dim, self.dtype, self.likelihood_name)
+        return np.concatenate([self.encode(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)])
+
+    def latent_activity(self, x, *, batch_size: int = 1000) -> np.ndarray:
+        """:func:`npvae.evaluate.latent_activity`: (z_dim,) float64."""
+        return evaluate.latent_activity(self, x, batch_size=batch_size)
+
+    def active_units(self, x, *, threshold: float = evaluate.ACTIVE_THRESHOLD, batch_size: int = 1000) -> int:
+        """:func:`npvae.evaluate.active_units`: units with activity above ``threshold``."""
+        return evaluate.active_units(self, x, threshold=threshold, batch_size=batch_size)
