@@ -7,6 +7,9 @@ Hypothesis profiles (chosen with the environment variable ``NPVAE_HYPOTHESIS_PRO
   moderate number of examples to keep the suite within a few minutes on 2 cores.
 * ``thorough``: random seeds and ten times the examples, for local runs:
   ``NPVAE_HYPOTHESIS_PROFILE=thorough pytest``.
+
+The cheap numerical property tests (KLs, likelihoods, log-determinants) run 25x the
+profile's examples: see ``tests/helpers.py: numeric``.
 """
 
 import os

@@ -1,0 +1,171 @@
+"""The model contract: the Trainer, evaluation and checkpoints rely on it, not on a model's type.
+
+A model written here, in the test, that is no npvae class (a linear-Gaussian "model" of the
+pixels) trains, evaluates, checkpoints and resumes through the Trainer. Also: old (format 1)
+checkpoints still load, ``Terms`` exposes metrics as attributes, the progress line.
+"""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from npvae import Adam, TrainConfig, Trainer, evaluate
+from npvae import checkpoint as ck
+from npvae.models import MODELS, VAE, Terms, build_model, from_config
+from npvae.progress import Progress
+
+
+class PixelMeans:
+    """-log N(x; m, I) per example: the smallest thing that follows the contract (no KL, no noise)."""
+
+    kind, conditional, loss_name = "pixel_means", False, "neg_log_likelihood"
+
+    def __init__(self, x_dim, *, dtype=np.float64):
+        self.x_dim, self.z_dim, self.hidden, self.dtype = x_dim, 0, (), np.dtype(dtype)
+        self.params = {"m": np.zeros(x_dim, dtype=dtype)}
+        self.grads = {"m": np.zeros(x_dim, dtype=dtype)}
+        self.config = {"kind": self.kind, "x_dim": x_dim}
+
+    def forward(self, x, *, rng=None):
+        self._r = x - self.params["m"]
+        nll = 0.5 * np.sum(self._r ** 2, axis=1)
+        return Terms(float(nll.mean()), {"reconstruction": nll})
+
+    def backward(self):
+        self.grads["m"][...] = -self._r.mean(axis=0)  # d/dm of mean ||x - m||^2 / 2
+        return self.grads
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 16), dtype=np.uint8)
+
+
+def test_a_model_of_any_type_trains_evaluates_and_resumes(tmp_path):
+    def trainer(epochs):
+        model = PixelMeans(16)
+        return Trainer(model, Adam(model.params, lr=0.05), images(64), images(32, 1),
+                       TrainConfig(epochs=epochs, batch_size=16, binarize="none"),
+                       rng=np.random.default_rng(0), checkpoint_path=tmp_path / "c.npz", log=None)
+
+    t = trainer(3)
+    history = t.fit()
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert set(history[0]) >= {"train_loss", "train_reconstruction", "test_loss", "test_reconstruction"}
+    assert "train_kl" not in history[0]  # the history holds what the model reports, nothing assumed
+    # resume: 2 epochs, then a fresh trainer loads the checkpoint and runs the third
+    part = trainer(2)
+    part.fit()
+    resumed = trainer(3)
+    resumed.load(tmp_path / "c.npz")
+    resumed.fit()
+    np.testing.assert_array_equal(resumed.model.params["m"], t.model.params["m"])
+
+
+def test_trainer_refuses_options_the_model_has_no_use_for(tmp_path):
+    model = PixelMeans(16)
+    with pytest.raises(ValueError, match=r"beta: the pixel_means model's objective has no beta.*warmup_epochs=2"):
+        Trainer(model, Adam(model.params), images(8), config=TrainConfig(warmup_epochs=2),
+                rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="n_samples: .* got n_samples=3"):
+        Trainer(model, Adam(model.params), images(8), config=TrainConfig(n_samples=3), rng=np.random.default_rng(0))
+
+
+def test_terms_expose_metrics_as_attributes():
+    t = Terms(1.5, {"kl": np.ones(2)})
+    np.testing.assert_array_equal(t.kl, np.ones(2))
+    with pytest.raises(AttributeError, match=r"no attribute or metric 'elbo' \(metrics: \['kl'\]\)"):
+        t.elbo
+
+
+def test_registry_builds_every_kind_from_its_config():
+    for kind, cls in MODELS.items():
+        assert cls.kind == kind
+    vae = build_model("vae", 6, 2, (5,), rng=np.random.default_rng(0), dtype=np.float64)
+    again = from_config(json.loads(json.dumps(vae.config)), rng=np.random.default_rng(1))
+    assert type(again) is VAE and again.config == vae.config and again.config["kind"] == "vae"
+    with pytest.raises(ValueError, match=r"kind: expected one of \[.*'vae'.*\], got 'gan'"):
+        build_model("gan")
+
+
+def test_a_format_1_checkpoint_still_loads_and_resumes(tmp_path):
+    """Checkpoints written before the model contract: config without "kind", sums as a list."""
+    def trainer():
+        model = VAE(16, 2, (8,), rng=np.random.default_rng(0), dtype=np.float64)
+        return Trainer(model, Adam(model.params), images(40), None, TrainConfig(epochs=2, batch_size=16),
+                       rng=np.random.default_rng(0), checkpoint_path=tmp_path / "c.npz", log=None)
+
+    t = trainer()
+    t.fit()
+    # rewrite the meta as format 1 wrote it, mid-epoch sums included
+    with zipfile.ZipFile(tmp_path / "c.npz") as z:
+        entries = {n[:-4]: np.load(io.BytesIO(z.read(n)), allow_pickle=False) for n in z.namelist()}
+    meta = json.loads(str(entries.pop("__meta__")))
+    meta["format_version"] = 1
+    del meta["model_config"]["kind"]
+    meta["sums"] = [30.0, 10.0, 16]
+    np.savez(tmp_path / "old.npz", __meta__=np.array(json.dumps(meta)), **entries)
+    old = trainer()
+    old.load(tmp_path / "old.npz")
+    assert old._sums == {"loss": 40.0, "reconstruction": 30.0, "kl": 10.0, "elbo": -40.0}
+    for k, v in t.model.params.items():
+        np.testing.assert_array_equal(old.model.params[k], v)
+    # a version this code cannot read is refused, naming format_version
+    meta["format_version"] = ck.FORMAT_VERSION + 1
+    np.savez(tmp_path / "new.npz", __meta__=np.array(json.dumps(meta)), **entries)
+    with pytest.raises(ValueError, match="format_version"):
+        trainer().load(tmp_path / "new.npz")
+
+
+def test_evaluate_is_the_models_own_bound():
+    model = VAE(6, 2, (5,), rng=np.random.default_rng(0), dtype=np.float64)
+    x = np.random.default_rng(1).random((4, 6))
+    a = evaluate.iwae_bound(model, x, 7, rng=np.random.default_rng(2))
+    b = model.iwae_bound(x, 7, rng=np.random.default_rng(2))
+    c = evaluate.iwae_bound(model, x, 7, rng=np.random.default_rng(2), chunk_size=2)  # chunks draw in order
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, c, rtol=1e-12)
+
+
+def test_sample_mean_or_draw():
+    model = VAE(6, 2, (5,), rng=np.random.default_rng(0), dtype=np.float32)
+    means = model.sample(500, rng=np.random.default_rng(3))
+    draws = model.sample(500, rng=np.random.default_rng(3), mean=False)
+    assert draws.dtype == np.float32 and set(np.unique(draws)) <= {0.0, 1.0}
+    assert not set(np.unique(means)) <= {0.0, 1.0}
+    # the draws are Bernoulli(mean) for the same z: their average tracks the means
+    assert abs(draws.mean() - means.mean()) < 4 * np.sqrt(0.25 / draws.size)
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_line(tty):
+    class Stream(io.StringIO):
+        def isatty(self):
+            return tty
+
+    out = Stream()
+    with Progress(1000, "log p(x), k=10", stream=out, min_interval=0) as bar:
+        for _ in range(10):
+            bar.update(100)
+    text = out.getvalue()
+    assert "log p(x), k=10: 1000/1000 images" in text and "done in" in text
+    if tty:
+        assert "\r" in text
+    else:  # a line about every 10 %, and the final one
+        lines = text.strip().splitlines()
+        assert 9 <= len(lines) <= 11 and "left" in lines[0] and "images/s" in lines[0]
+    quiet = Stream()
+    with Progress(10, "x", stream=quiet, quiet=True) as bar:
+        bar.update(10)
+    assert quiet.getvalue() == ""
+
+
+def test_log_likelihood_reports_progress():
+    model = VAE(6, 2, (5,), rng=np.random.default_rng(0), dtype=np.float64)
+    x = np.random.default_rng(1).random((30, 6))
+    out = io.StringIO()
+    ll = evaluate.log_likelihood(model, x, 5, rng=np.random.default_rng(2), batch_size=10, progress=True, stream=out)
+    assert ll.shape == (30,) and np.all(np.isfinite(ll))
+    assert "30/30 images" in out.getvalue()
