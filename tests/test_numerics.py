@@ -75,3 +75,31 @@ def test_kl_normal_gradient_by_finite_differences(rng):
         err = gradcheck.check_gradient(lambda: float(np.sum(D.kl_normal(mu, logvar, mu_p, logvar_p))), theta,
                                        analytic, h=1e-4, order=4).rel_error
         assert err < 1e-8
+
+
+@numeric()
+@given(x=hnp.arrays(np.float64, (3, 5), elements=st.sampled_from([0.0, 1.0])),
+       logits=hnp.arrays(np.float64, (3, 5), elements=st.one_of(st.floats(-1e4, 1e4), tiny)),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_binary_bernoulli_fast_path_equals_the_general_one(x, logits, dtype):
+    x, logits = x.astype(dtype), logits.astype(dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        fast = D.bernoulli_log_prob_binary(x, logits)
+        general = D.bernoulli_log_prob(x, logits)
+    assert fast.dtype == dtype and np.all(fast <= 0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(fast, general, rtol=tol, atol=tol * (1 + np.abs(logits).sum()))
+
+
+def test_log_likelihood_takes_the_binary_path_only_for_binary_data():
+    from npvae.models import VAE
+    from npvae.models.parts import log_prob_fn
+    model = VAE(6, 2, (5,), rng=np.random.default_rng(0), dtype=np.float64)
+    binary = (np.random.default_rng(1).random((4, 6)) < 0.5).astype(np.float64)
+    grey = np.random.default_rng(1).random((4, 6))
+    assert log_prob_fn(model.likelihood, binary) == model.likelihood.log_prob_binary
+    assert log_prob_fn(model.likelihood, grey) == model.likelihood.log_prob
+    eps = np.random.default_rng(2).standard_normal((9, 4, 2))
+    q = model.proposal(binary)
+    slow = q[:3] + (model.likelihood.log_prob,)
+    np.testing.assert_allclose(model.log_weights(q, eps), model.log_weights(slow, eps), rtol=1e-12)

@@ -19,7 +19,7 @@ import numpy as np
 from .. import distributions as dist
 from .._checks import check_array, check_choice, check_int
 
-__all__ = ["Terms", "GaussianHead", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX", "make_likelihood",
+__all__ = ["Terms", "GaussianHead", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX", "make_likelihood", "log_prob_fn",
            "check_x", "check_z", "check_labels", "check_hidden", "one_hot", "noise", "collect", "decode_sample"]
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
@@ -104,6 +104,19 @@ def decode_sample(likelihood: dist.Likelihood, out: np.ndarray, *, mean: bool, r
     sigma = (np.exp(likelihood._log_sigma()) if likelihood.name == "gaussian_learned"
              else likelihood.sigma_x)
     return m + (sigma * rng.standard_normal(m.shape, dtype=m.dtype)).astype(m.dtype)
+
+
+def log_prob_fn(likelihood: dist.Likelihood, x: np.ndarray):
+    """``likelihood.log_prob``, or its one-pass form for binary data (the log p(x) hot loop).
+
+    Evaluated on binarized images, the Bernoulli log-likelihood is
+    -softplus(-(2x - 1) l) (:func:`npvae.distributions.bernoulli_log_prob_binary`), one
+    ``exp``/``log1p`` pass instead of three; the check that x is 0/1 is one pass over x,
+    paid once per batch instead of once per sample.
+    """
+    if likelihood.name == "bernoulli" and np.all((x == 0) | (x == 1)):
+        return likelihood.log_prob_binary
+    return likelihood.log_prob
 
 
 def check_x(x, x_dim: int, dtype, likelihood: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from .. import evaluate
 from .._checks import check_choice, check_dtype, check_float, check_int, check_rng
 from ..layers import ACTIVATIONS, MLP
 from .parts import (LIKELIHOODS, GaussianHead, Terms, check_hidden, check_x, check_z, collect, decode_sample,
-                    make_likelihood, noise)
+                    log_prob_fn, make_likelihood, noise)
 
 __all__ = ["VAE"]
 
@@ -176,19 +176,19 @@ class VAE:
 
     # ---- importance sampling: the model's side of npvae.evaluate -----------------------
     def proposal(self, x: np.ndarray):
-        """Encode once for :func:`npvae.evaluate.iwae_bound`: (x, mu, logvar)."""
+        """Encode once for :func:`npvae.evaluate.iwae_bound`: (x, mu, logvar, log p(x|.) function)."""
         x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
         self._cache = None
         mu, logvar = self.head.forward(self.encoder.forward(x))
-        return x, mu.copy(), logvar.copy()
+        return x, mu.copy(), logvar.copy(), log_prob_fn(self.likelihood, x)
 
     def log_weights(self, q, eps: np.ndarray) -> np.ndarray:
         r""":math:`\log w = \log p(x|z) + \log p(z) - \log q(z|x)` at :math:`z = \mu + \sigma\epsilon`; (k, B) float64."""
-        x, mu, logvar = q
+        x, mu, logvar, log_prob = q
         k, B, Z = eps.shape
         z = dist.reparameterize(mu, logvar, eps)
         out = self.decoder.forward(z.reshape(k * B, Z)).reshape(k, B, self.x_dim)
-        log_px = self.likelihood.log_prob(x, out).astype(np.float64)
+        log_px = log_prob(x, out).astype(np.float64)
         log_pz = dist.standard_normal_log_prob(z.astype(np.float64))
         # log q(z|x) at z = mu + sigma eps is exactly -1/2 sum(log 2 pi + logvar + eps^2)
         log_qz = -0.5 * np.sum(dist.LOG_2PI + logvar.astype(np.float64) + eps.astype(np.float64) ** 2, axis=-1)
