@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+"""Reproduce Burda, Grosse & Salakhutdinov 2016 (IWAE), Table 1, one stochastic layer, on MNIST.
+
+The paper's setup: 784-200-200-50 tanh encoder and decoder, Bernoulli decoder, dynamically
+binarized MNIST, batch 20, Adam (beta1 0.9, beta2 0.999, eps 1e-4), and the schedule of
+8 stages, stage i = 0..7 running 3**i epochs at learning rate 0.001 * 10**(-i/7): 3,280
+epochs in all. Test log p(x) is the importance-sampled estimate with k = 5000 on all
+10,000 test images. Their numbers: VAE 86.76, IWAE k=5 85.54, IWAE k=50 84.78 nats.
+
+Usage (one model per process; run several side by side, each with one thread)::
+
+    NPVAE_DATA_DIR=../shared/data/mnist OMP_NUM_THREADS=1 \\
+        python benchmarks/reproduce_iwae.py --model vae --budget-minutes 90
+    python benchmarks/reproduce_iwae.py --model iwae5 --budget-minutes 90
+    python benchmarks/reproduce_iwae.py --model vae --full          # the paper's 3,280 epochs
+    python benchmarks/reproduce_iwae.py --table                      # JSON + Markdown of all runs
+
+``--budget-minutes`` keeps the paper's 8 stages and learning rates but compresses them:
+the first epoch is timed, the number of epochs that fits the budget is computed, and each
+stage gets the same share of it as in the paper (3**i / 3280, at least one epoch). The plan
+is written beside the checkpoint, so an interrupted (even killed) run resumes with the same
+plan from its last completed epoch: run the same command again. After training the script
+evaluates log p(x) (k = 5000, progress on stderr), counts active units, and writes
+``<out>/<model>/result.json``; ``--table`` gathers them into ``<out>/table.json`` and
+``<out>/table.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from npvae import data as npdata
+from npvae import evaluate
+from npvae.checkpoint import atomic_write, load_checkpoint
+from npvae.models import build_model
+from npvae.optim import Adam
+from npvae.train import TrainConfig, Trainer, TrainingInterrupted
+
+PAPER = {"vae": 86.76, "iwae5": 85.54, "iwae50": 84.78}
+PAPER_STAGES = [3 ** i for i in range(8)]  # epochs per stage; lr = 1e-3 * 10 ** (-i / 7)
+MODELS = {  # name -> (kind, extra constructor arguments)
+    "vae": ("vae", {}),
+    "iwae5": ("iwae", {"k": 5}),
+    "iwae50": ("iwae", {"k": 50}),
+    "planar": ("flow", {"flow": "planar", "flow_length": 10}),
+    "iaf": ("flow", {"flow": "iaf", "flow_length": 2}),
+}
+
+
+def stage_plan(total_epochs: int) -> list[int]:
+    """The paper's 8 stages compressed to about ``total_epochs`` (each stage >= 1 epoch)."""
+    scale = total_epochs / sum(PAPER_STAGES)
+    return [max(1, round(n * scale)) for n in PAPER_STAGES]
+
+
+class StageLR:
+    """Learning-rate factor 10**(-i/7) during stage i, stage boundaries in optimizer steps."""
+
+    def __init__(self, plan: list[int], steps_per_epoch: int) -> None:
+        self.ends = np.cumsum(plan) * steps_per_epoch
+
+    def __call__(self, t: int) -> float:
+        stage = min(int(np.searchsorted(self.ends, t, side="left")), len(self.ends) - 1)
+        return 10.0 ** (-stage / 7)
+
+
+def build(args, name, train_x, test_x, run_dir):
+    kind, extra = MODELS[name]
+    model = build_model(kind, 784, 50, (200, 200), "tanh", "bernoulli", rng=np.random.default_rng([args.seed, 0]),
+                        **extra)
+    config = TrainConfig(epochs=1, batch_size=args.batch_size, binarize="dynamic", seed=args.seed)
+    opt = Adam(model.params, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
+    trainer = Trainer(model, opt, train_x, test_x, config, rng=np.random.default_rng([args.seed, 1]),
+                      checkpoint_path=run_dir / "checkpoint.npz", log=lambda line: print(f"[{name}] {line}", flush=True))
+    return model, trainer
+
+
+def train(args, name, train_x, test_x) -> dict:
+    run_dir = Path(args.out) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan_path = run_dir / "plan.json"
+    model, trainer = build(args, name, train_x, test_x, run_dir)
+    if (run_dir / "checkpoint.npz").exists() and plan_path.exists():
+        plan = json.loads(plan_path.read_text())
+        trainer.config.epochs = sum(plan["stages"])
+        trainer.optimizer.schedule = StageLR(plan["stages"], trainer.steps_per_epoch)
+        trainer.load(load_checkpoint(run_dir / "checkpoint.npz"))
+        print(f"[{name}] resumed at epoch {trainer.epoch} of {trainer.config.epochs}", flush=True)
+    else:
+        trainer.optimizer.schedule = StageLR(PAPER_STAGES, trainer.steps_per_epoch)
+        trainer.config.epochs = 1
+        trainer.fit()  # the first epoch, timed, then the plan that fits the budget
+        per_epoch = trainer.history[-1]["seconds"]
+        total = sum(PAPER_STAGES) if args.full else max(8, int(args.budget_minutes * 60 / per_epoch))
+        plan = {"stages": PAPER_STAGES if args.full else stage_plan(total), "first_epoch_s": per_epoch,
+                "budget_minutes": None if args.full else args.budget_minutes}
+        atomic_write(plan_path, lambda f: f.write(json.dumps(plan).encode()))
+        trainer.config.epochs = sum(plan["stages"])
+        trainer.optimizer.schedule = StageLR(plan["stages"], trainer.steps_per_epoch)
+        print(f"[{name}] plan: {plan['stages']} epochs per stage ({trainer.config.epochs} in all)", flush=True)
+    trainer.fit()
+    return {"plan": plan, "history": trainer.history, "model": model}
+
+
+def evaluate_run(args, name, model, history, plan, test_x) -> dict:
+    # one fixed binarization of the test set (the Trainer's: seed + 1)
+    x = npdata.batch_to_float(npdata.binarize_static(test_x.reshape(len(test_x), -1), seed=args.seed + 1),
+                              binarize="none", dtype=model.dtype)
+    t = time.perf_counter()
+    ll = evaluate.log_likelihood(model, x, args.eval_k, rng=np.random.default_rng([args.seed, 4]), batch_size=100,
+                                 progress=not args.quiet)
+    seconds_ll = time.perf_counter() - t
+    result = {
+        "model": name, "config": model.config, "nll": float(-ll.mean()),
+        "nll_stderr": float(ll.std(ddof=1) / np.sqrt(len(ll))), "k": args.eval_k, "test_images": len(ll),
+        "active_units": evaluate.active_units(model, x), "epochs": len(history),
+        "train_minutes": sum(h["seconds"] for h in history) / 60, "eval_seconds": seconds_ll,
+        "stages": plan["stages"], "budget_minutes": plan.get("budget_minutes"),
+        "paper_nll": PAPER.get(name), "curve": [(h["epoch"], sum(g["seconds"] for g in history[:i + 1]) / 60,
+                                               h.get("test_loss")) for i, h in enumerate(history)],
+    }
+    atomic_write(Path(args.out) / name / "result.json", lambda f: f.write(json.dumps(result, indent=1).encode()))
+    print(f"[{name}] test NLL {result['nll']:.2f} ± {result['nll_stderr']:.2f} nats (k={args.eval_k}), "
+          f"{result['active_units']} active units, {result['train_minutes']:.1f} min of training", flush=True)
+    return result
+
+
+def table(out: Path) -> str:
+    rows = []
+    for name in MODELS:
+        p = out / name / "result.json"
+        if p.exists():
+            rows.append(json.loads(p.read_text()))
+    lines = ["| model | test NLL (nats) | paper | active units | epochs | training (min) | schedule |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sched = "paper (3,280 epochs)" if r["budget_minutes"] is None else f"{r['budget_minutes']} min budget, stages {r['stages']}"
+        paper = f"{r['paper_nll']:.2f}" if r.get("paper_nll") else "—"
+        lines.append(f"| {r['model']} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {paper} | {r['active_units']} | "
+                     f"{r['epochs']} | {r['train_minutes']:.1f} | {sched} |")
+    text = "\n".join(lines) + "\n"
+    atomic_write(out / "table.md", lambda f: f.write(text.encode()))
+    atomic_write(out / "table.json", lambda f: f.write(json.dumps(rows, indent=1).encode()))
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=sorted(MODELS), help="which row of the table to train and evaluate")
+    p.add_argument("--budget-minutes", type=float, default=90.0, help="training time for the compressed schedule")
+    p.add_argument("--full", action="store_true", help="the paper's full 3,280-epoch schedule")
+    p.add_argument("--batch-size", type=int, default=20, help="the paper's batch size is 20")
+    p.add_argument("--eval-k", type=int, default=5000)
+    p.add_argument("--train-limit", type=int, default=None, help="first N training images (quick checks)")
+    p.add_argument("--test-limit", type=int, default=None, help="first N test images (quick checks)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/reproduce_iwae")
+    p.add_argument("--quiet", action="store_true", help="no progress line during the log p(x) estimate")
+    p.add_argument("--table", action="store_true", help="only gather the finished runs into table.json / table.md")
+    args = p.parse_args(argv)
+    if args.table:
+        print(table(Path(args.out)), end="")
+        return 0
+    if args.model is None:
+        p.error("--model is required (or --table)")
+    train_x, _ = npdata.load_mnist("train")
+    test_x, _ = npdata.load_mnist("test")
+    train_x, test_x = train_x[:args.train_limit], test_x[:args.test_limit]
+    try:
+        run = train(args, args.model, train_x, test_x[:2000])  # 2,000 test images for the curve
+    except TrainingInterrupted as exc:
+        print(f"[{args.model}] {exc}; run the same command again to resume", file=sys.stderr)
+        return 130
+    evaluate_run(args, args.model, run["model"], run["history"], run["plan"], test_x)
+    print(table(Path(args.out)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
