@@ -82,24 +82,32 @@ def build(args, name, train_x, test_x, run_dir):
 
 
 def train(args, name, train_x, test_x) -> dict:
+    """Train ``name`` by the plan in ``<out>/<name>/plan.json``, resuming from its checkpoint if both exist.
+
+    The plan is the paper's stages (``--full``), compressed to ``--epochs``, or compressed to
+    what fits ``--budget-minutes`` at the speed of a timed first epoch. A checkpoint without
+    a plan (a kill between the two writes) starts the run again from scratch.
+    """
     run_dir = Path(args.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan_path = run_dir / "plan.json"
+    plan_path, ckpt_path = run_dir / "plan.json", run_dir / "checkpoint.npz"
     model, trainer = build(args, name, train_x, test_x, run_dir)
-    if (run_dir / "checkpoint.npz").exists() and plan_path.exists():
+    if plan_path.exists() and ckpt_path.exists():
         plan = json.loads(plan_path.read_text())
         trainer.config.epochs = sum(plan["stages"])
         trainer.optimizer.schedule = StageLR(plan["stages"], trainer.steps_per_epoch)
-        trainer.load(load_checkpoint(run_dir / "checkpoint.npz"))
+        trainer.load(load_checkpoint(ckpt_path))
         print(f"[{name}] resumed at epoch {trainer.epoch} of {trainer.config.epochs}", flush=True)
     else:
-        trainer.optimizer.schedule = StageLR(PAPER_STAGES, trainer.steps_per_epoch)
-        trainer.config.epochs = 1
-        trainer.fit()  # the first epoch, timed, then the plan that fits the budget
-        per_epoch = trainer.history[-1]["seconds"]
-        total = sum(PAPER_STAGES) if args.full else max(8, int(args.budget_minutes * 60 / per_epoch))
-        plan = {"stages": PAPER_STAGES if args.full else stage_plan(total), "first_epoch_s": per_epoch,
-                "budget_minutes": None if args.full else args.budget_minutes}
+        if args.full or args.epochs:
+            plan = {"stages": PAPER_STAGES if args.full else stage_plan(args.epochs), "budget_minutes": None}
+        else:  # time one epoch of the first stage, then fit the stages to the budget
+            trainer.optimizer.schedule = StageLR(PAPER_STAGES, trainer.steps_per_epoch)
+            trainer.config.epochs = 1
+            trainer.fit()
+            per_epoch = trainer.history[-1]["seconds"]
+            total = max(8, int(args.budget_minutes * 60 / per_epoch))
+            plan = {"stages": stage_plan(total), "first_epoch_s": per_epoch, "budget_minutes": args.budget_minutes}
         atomic_write(plan_path, lambda f: f.write(json.dumps(plan).encode()))
         trainer.config.epochs = sum(plan["stages"])
         trainer.optimizer.schedule = StageLR(plan["stages"], trainer.steps_per_epoch)
@@ -140,7 +148,10 @@ def table(out: Path) -> str:
     lines = ["| model | test NLL (nats) | paper | active units | epochs | training (min) | schedule |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        sched = "paper (3,280 epochs)" if r["budget_minutes"] is None else f"{r['budget_minutes']} min budget, stages {r['stages']}"
+        if r["budget_minutes"] is not None:
+            sched = f"{r['budget_minutes']:g} min budget, stages {r['stages']}"
+        else:
+            sched = "paper (3,280 epochs)" if r["stages"] == PAPER_STAGES else f"stages {r['stages']}"
         paper = f"{r['paper_nll']:.2f}" if r.get("paper_nll") else "—"
         lines.append(f"| {r['model']} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {paper} | {r['active_units']} | "
                      f"{r['epochs']} | {r['train_minutes']:.1f} | {sched} |")
@@ -155,6 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=sorted(MODELS), help="which row of the table to train and evaluate")
     p.add_argument("--budget-minutes", type=float, default=90.0, help="training time for the compressed schedule")
     p.add_argument("--full", action="store_true", help="the paper's full 3,280-epoch schedule")
+    p.add_argument("--epochs", type=int, default=None, help="the paper's stages compressed to this many epochs")
     p.add_argument("--batch-size", type=int, default=20, help="the paper's batch size is 20")
     p.add_argument("--eval-k", type=int, default=5000)
     p.add_argument("--train-limit", type=int, default=None, help="first N training images (quick checks)")

@@ -54,3 +54,19 @@ def mnist_dir():
     if not p.is_dir():
         pytest.skip(f"NPVAE_DATA_DIR={d} is not a directory")
     return p
+
+
+@pytest.fixture(scope="session")
+def fake_mnist(tmp_path_factory):
+    """A small dataset in the MNIST file format: blurry class prototypes plus noise (1,200 / 300 images)."""
+    from npvae import data as npdata
+
+    folder = tmp_path_factory.mktemp("fake_mnist")
+    rng = np.random.default_rng(0)
+    protos = rng.random((10, 28, 28)) ** 4
+    for prefix, n in (("train", 1200), ("t10k", 300)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = np.clip(protos[labels] + 0.1 * rng.standard_normal((n, 28, 28)), 0, 1)
+        npdata.write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (images * 255).astype(np.uint8))
+        npdata.write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
