@@ -616,6 +616,53 @@ def test_dynamic_binarization_fresh_draws_right_mean(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dynamic_binarization_is_exact_bernoulli_per_pixel_value(dtype):
+    """Every grey level p in 0..255: the mean of many draws is p/255 within a few standard errors."""
+    rng = np.random.default_rng(12)
+    grey = np.tile(np.arange(256, dtype=np.uint8), (250, 1)).reshape(250, 16, 16)
+    reps = 40                                            # 10,000 draws per grey level
+    total = np.zeros(256)
+    for _ in range(reps):
+        x = batch_to_float(grey, binarize="dynamic", rng=rng, dtype=dtype)
+        assert x.dtype == dtype and x.shape == (250, 256)
+        assert np.isin(x, (0.0, 1.0)).all()
+        total += x.sum(axis=0)
+    n = 250 * reps
+    p = np.arange(256) / 255.0
+    mean = total / n
+    assert mean[0] == 0.0 and mean[255] == 1.0          # exact at both ends, every draw
+    z = (mean[1:255] - p[1:255]) / np.sqrt(p[1:255] * (1 - p[1:255]) / n)
+    assert np.abs(z).max() < 5.0                         # 254 levels, each within 5 standard errors
+    # Pooled over all levels the test separates p/255 from e.g. p/256 (6 standard errors apart).
+    pooled = (total.sum() - n * p.sum()) / np.sqrt(n * (p * (1 - p)).sum())
+    assert abs(pooled) < 4.0
+    assert abs((total.sum() - n * (np.arange(256) / 256).sum()) / np.sqrt(n * (p * (1 - p)).sum())) > 5.0
+
+
+def test_uniform_below_255_is_flat_and_never_255():
+    """The rejection sampler behind the identity P(U < p) = p/255, U uniform on {0, ..., 254}."""
+    rng = np.random.default_rng(3)
+    u = np.concatenate([data._uniform_below_255(rng, n) for n in (1, 7, 8, 9, 1000, 200_003)])
+    assert u.dtype == np.uint8 and u.size == 201_028 and u.max() == 254
+    counts = np.bincount(u, minlength=255)
+    expected = u.size / 255
+    chi2 = ((counts - expected) ** 2 / expected).sum()   # 254 degrees of freedom: mean 254, sd 22.5
+    assert 254 - 5 * 22.5 < chi2 < 254 + 5 * 22.5
+    a = data._uniform_below_255(np.random.default_rng(9), 5000)
+    np.testing.assert_array_equal(a, data._uniform_below_255(np.random.default_rng(9), 5000))
+
+
+def test_dynamic_binarization_any_bit_generator_and_reproducible(images):
+    for make in (np.random.PCG64, np.random.MT19937, np.random.Philox, np.random.SFC64):
+        a = batch_to_float(images[:50], rng=np.random.Generator(make(4)))
+        b = batch_to_float(images[:50], rng=np.random.Generator(make(4)))
+        np.testing.assert_array_equal(a, b)
+        assert a.mean() == pytest.approx(images[:50].mean() / 255, abs=0.01)
+    with pytest.raises(TypeError, match="grey: expected a numpy.ndarray of dtype uint8"):
+        data.bernoulli_255(np.zeros(3), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("binarize", ["dynamic", "none"])
 def test_minibatches_cover_each_example_once(images, rng, dtype, binarize):
     seen = []
