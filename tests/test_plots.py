@@ -6,8 +6,9 @@ from matplotlib.image import imread
 from scipy.stats import norm
 
 from npvae import plots
-from npvae.plots import (image_grid, pca_2d, plot_curves, plot_interpolation, plot_latent, plot_manifold,
-                         plot_reconstructions, plot_samples)
+from npvae.plots import (class_colors, image_grid, pca_2d, plot_curves, plot_heatmap, plot_image_panels,
+                         plot_image_rows, plot_interpolation, plot_latent, plot_manifold, plot_reconstructions,
+                         plot_samples)
 from npvae.vae import VAE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -279,13 +280,100 @@ def test_plot_latent_errors(tmp_path, data):
         plot_latent(mu, labels.astype(np.float64), tmp_path / "l.png")
     with pytest.raises(TypeError, match="labels: expected a numpy.ndarray"):
         plot_latent(mu, list(labels), tmp_path / "l.png")
-    with pytest.raises(ValueError, match=r"labels: expected digit labels in 0..9, got values in 0..10"):
-        plot_latent(mu, np.append(labels[:-1], 10), tmp_path / "l.png")
+    digits = [str(d) for d in range(10)]
+    with pytest.raises(ValueError, match=r"labels: expected class indices in 0..9 \(one per class name\), "
+                                         r"got values in 0..10"):
+        plot_latent(mu, np.append(labels[:-1], 10), tmp_path / "l.png", class_names=digits)
+    with pytest.raises(ValueError, match=r"labels: expected class indices in 0..2 .*got values in -1"):
+        plot_latent(mu, np.append(labels[:-1], -1) % 3 - (np.arange(N) == 0), tmp_path / "l.png",
+                    class_names=["a", "b", "c"])
+    with pytest.raises(TypeError, match="class_names: expected a non-empty list of strings"):
+        plot_latent(mu, labels, tmp_path / "l.png", class_names=list(range(10)))
     with pytest.raises(TypeError, match="mu: expected a numpy.ndarray, got list"):
         plot_latent(mu.tolist(), labels, tmp_path / "l.png")
     with pytest.raises(ValueError, match=r"mu: expected shape \(\*, \*\), got shape \(60,\)"):
         plot_latent(mu[:, 0], labels, tmp_path / "l.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_curves_takes_any_series(tmp_path):
+    """No fixed keys: an autoencoder's history (loss and reconstruction only) and a chosen subset."""
+    ae = [dict(epoch=e, train_loss=90.0 / e, test_loss=95.0 / e, train_reconstruction=90.0 / e,
+               test_reconstruction=95.0 / e, beta=1.0, seconds=1.0) for e in (1, 2, 3)]
+    check_png(plot_curves(ae, tmp_path / "c.png", titles={"loss": "-log p(x|z)"}), tmp_path)
+    (tmp_path / "c.png").unlink()
+    four = [dict(h, train_elbo=-h["train_loss"], test_extra=1.0) for h in history(4)]
+    check_png(plot_curves(four, tmp_path / "c.png", names=["kl", "extra"], title="t"), tmp_path)
+    with pytest.raises(ValueError, match=r"names: expected some of the series in history\[0\] "
+                                         r"\(loss, reconstruction, kl, elbo, extra\), got \['nope'\]"):
+        plot_curves(four, tmp_path / "d.png", names=["kl", "nope"])
+
+
+@pytest.mark.parametrize("n_classes", [3, 10, 15, 30])
+def test_plot_latent_any_classes(tmp_path, n_classes):
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, n_classes, 200)
+    mu = rng.standard_normal((200, 2)) + labels[:, None]
+    names = [f"class {k}" for k in range(n_classes)]
+    pixels = check_png(plot_latent(mu, labels, tmp_path / "l.png", class_names=names, legend_title="item",
+                                   code_name="z = encoder(x)"), tmp_path)
+    assert pixels.ndim == 3
+    assert class_colors(n_classes).shape == (n_classes, 4)
+    assert len(np.unique(class_colors(n_classes), axis=0)) == n_classes
+
+
+def test_plot_image_rows_layout(tmp_path):
+    """Row r, column c shows images[r, c] (checked pixel by pixel in the grid area)."""
+    rng = np.random.default_rng(8)
+    images = rng.random((3, 4, 784)).astype(np.float32)
+    images[1, 2] = asymmetric_image()
+    path = plot_image_rows(images, tmp_path / "rows.png", row_labels=["y = 0", "y = 1", "y = 2"],
+                           col_labels=["a", "b", "c", "d"], title="means of p(x|z, y)", caption="one row per class")
+    pixels = check_png(path, tmp_path)
+    expected = image_grid(images.reshape(12, 784), 3, 4)
+    h, w = expected.shape
+    s = max(1, min(4, plots._MAX_PX // max(h, w)))
+    assert pixels.ndim == 2
+    # the grid sits at the bottom, right of the row labels: find its left edge, then compare every pixel
+    bottom = pixels[-h * s:]
+    assert any(np.allclose(bottom[s // 2::s, off + s // 2:off + w * s:s], expected, atol=2 / 255)
+               for off in range(0, pixels.shape[1] - w * s + 1))
+    with pytest.raises(ValueError, match="row_labels: expected 3 names, got 2"):
+        plot_image_rows(images, tmp_path / "x.png", row_labels=["a", "b"], title="t")
+    with pytest.raises(ValueError, match=r"images: expected shape \(\*, \*, 784\), got shape \(12, 784\)"):
+        plot_image_rows(images.reshape(12, 784), tmp_path / "x.png", row_labels=["a"], title="t")
+
+
+def test_plot_image_panels_and_heatmap(tmp_path):
+    rng = np.random.default_rng(9)
+    a, b = rng.random((16, 784)), rng.random((16, 784))
+    check_png(plot_image_panels([("AE", a), ("VAE", b)], tmp_path / "p.png", title="decoded z ~ N(0, I)", nrow=4),
+              tmp_path)
+    (tmp_path / "p.png").unlink()
+    theta = rng.dirichlet(np.ones(5), size=10)
+    pixels = check_png(plot_heatmap(theta, tmp_path / "h.png", row_labels=[str(d) for d in range(10)],
+                                    col_labels=[f"k={k}" for k in range(5)], title="mean theta per class",
+                                    value_label="theta"), tmp_path)
+    assert pixels.ndim == 3
+    with pytest.raises(TypeError, match="panels: expected a non-empty list"):
+        plot_image_panels([], tmp_path / "q.png", title="t")
+    with pytest.raises(ValueError, match="col_labels: expected 5 names, got 4"):
+        plot_heatmap(theta, tmp_path / "q.png", row_labels=[str(d) for d in range(10)], col_labels=list("abcd"),
+                     title="t")
+
+
+def test_plot_interpolation_of_an_autoencoder_code(tmp_path, vae5, data):
+    """A model whose encode returns the code itself (an autoencoder) is interpolated too."""
+    class CodeOnly:
+        x_dim, z_dim, dtype = 784, 5, np.dtype(np.float32)
+
+        def encode(self, x):
+            return vae5.encode(x)[0]
+
+        def decode(self, z):
+            return vae5.decode(z)
+    x = data[0]
+    check_png(plot_interpolation(CodeOnly(), x[:2], x[2:4], tmp_path / "i.png", steps=3), tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
