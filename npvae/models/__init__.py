@@ -64,12 +64,14 @@ from __future__ import annotations
 import numpy as np
 
 from .parts import LIKELIHOODS, LOGVAR_MAX, LOGVAR_MIN, Terms
+from .ae import AE
+from .cvae import CVAE
 from .vae import VAE
 
-__all__ = ["VAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
+__all__ = ["VAE", "AE", "CVAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
 
 #: kind -> model class: the registry :func:`build_model` and :func:`from_config` read.
-MODELS = {"vae": VAE}
+MODELS = {"vae": VAE, "ae": AE, "cvae": CVAE}
 
 
 def _model_class(kind: str):

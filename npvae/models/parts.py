@@ -8,6 +8,8 @@ Plain functions and small layer-like objects, no base class: a model file compos
 * :func:`make_likelihood` -- the decoder distribution p(x|z) from its name (:data:`LIKELIHOODS`).
 * :func:`check_x`, :func:`check_labels`, :func:`noise` -- argument checks shared by the models.
 * :func:`collect` -- the flat ``params``/``grads`` dicts of a model from its parts.
+* :func:`set_common`, :func:`common_config`, :func:`build_from_config` -- the constructor
+  arguments every model shares: checked and set, as a config, and back to a model.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import distributions as dist
-from .._checks import check_array, check_choice, check_int
+from .._checks import check_array, check_choice, check_dtype, check_float, check_int, check_rng
+from ..layers import ACTIVATIONS
 
 __all__ = ["Terms", "GaussianHead", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX", "make_likelihood", "log_prob_fn",
-           "check_x", "check_z", "check_labels", "check_hidden", "one_hot", "noise", "collect", "decode_sample"]
+           "check_x", "check_z", "check_labels", "check_hidden", "one_hot", "noise", "collect", "decode_sample",
+           "set_common", "common_config", "build_from_config"]
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
 LOGVAR_MIN, LOGVAR_MAX = -20.0, 10.0
@@ -183,3 +187,40 @@ def check_hidden(hidden) -> tuple[int, ...]:
     if isinstance(hidden, (int, np.integer)):
         hidden = (hidden,)
     return tuple(check_int(h, f"hidden[{i}]", minimum=1) for i, h in enumerate(hidden))
+
+
+def set_common(model, x_dim, z_dim, hidden, activation, likelihood, *, rng, dtype, sigma_x, per_pixel_sigma,
+               init) -> dict:
+    """Check the constructor arguments every model shares, set them on ``model``, build its likelihood.
+
+    Sets ``x_dim``, ``z_dim``, ``hidden``, ``activation``, ``likelihood_name``, ``dtype``,
+    ``sigma_x``, ``per_pixel_sigma``, ``init`` and ``likelihood``; returns the keywords of
+    the model's :class:`npvae.layers.MLP` layers (rng, dtype, init). Raises TypeError /
+    ValueError naming a bad argument.
+    """
+    model.x_dim = check_int(x_dim, "x_dim", minimum=1)
+    model.z_dim = check_int(z_dim, "z_dim", minimum=1)
+    model.hidden = check_hidden(hidden)
+    model.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
+    model.likelihood_name = check_choice(likelihood, "likelihood", LIKELIHOODS)
+    model.dtype = check_dtype(dtype)
+    check_rng(rng)
+    model.sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
+    model.per_pixel_sigma, model.init = bool(per_pixel_sigma), init
+    model.likelihood = make_likelihood(model.likelihood_name, model.x_dim, sigma_x=model.sigma_x,
+                                       per_pixel_sigma=model.per_pixel_sigma, dtype=model.dtype)
+    return dict(rng=rng, dtype=model.dtype, init=init)
+
+
+def common_config(model, **extra) -> dict:
+    """The shared constructor arguments of ``model`` (set by :func:`set_common`), its ``kind`` and ``extra``: JSON-able."""
+    return {"kind": model.kind, "x_dim": model.x_dim, "z_dim": model.z_dim, "hidden": list(model.hidden),
+            "activation": model.activation, "likelihood": model.likelihood_name, "dtype": model.dtype.name,
+            "sigma_x": model.sigma_x, "per_pixel_sigma": model.per_pixel_sigma, "init": model.init, **extra}
+
+
+def build_from_config(cls, config: dict, *, rng):
+    """``cls(**config)`` without ``kind``, with ``hidden`` as a tuple and ``dtype`` as a dtype (weights from ``rng``)."""
+    c = {k: v for k, v in config.items() if k != "kind"}
+    c["hidden"], c["dtype"] = tuple(c["hidden"]), np.dtype(c["dtype"])
+    return cls(**c, rng=rng)
