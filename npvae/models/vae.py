@@ -23,10 +23,11 @@ import numpy as np
 
 from .. import distributions as dist
 from .. import evaluate
-from .._checks import check_choice, check_dtype, check_float, check_int, check_rng
-from ..layers import ACTIVATIONS, MLP
-from .parts import (LIKELIHOODS, GaussianHead, Terms, check_hidden, check_x, check_z, collect, decode_sample,
-                    log_prob_fn, make_likelihood, noise)
+from .._checks import check_float, check_int
+from ..layers import MLP
+from . import elbo
+from .parts import (GaussianHead, Terms, build_from_config, check_x, check_z, collect, common_config, decode_sample,
+                    log_prob_fn, noise, set_common)
 
 __all__ = ["VAE"]
 
@@ -64,38 +65,26 @@ class VAE:
     def __init__(self, x_dim: int, z_dim: int, hidden=(400,), activation: str = "relu",
                  likelihood: str = "bernoulli", *, rng: np.random.Generator, dtype=np.float32,
                  sigma_x: float = 1.0, per_pixel_sigma: bool = False, init: str = "glorot_uniform") -> None:
-        self.x_dim = check_int(x_dim, "x_dim", minimum=1)
-        self.z_dim = self.noise_dim = check_int(z_dim, "z_dim", minimum=1)
-        self.hidden = check_hidden(hidden)
-        self.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
-        self.likelihood_name = check_choice(likelihood, "likelihood", LIKELIHOODS)
-        self.dtype = check_dtype(dtype)
-        check_rng(rng)
-        self.sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
-        self.per_pixel_sigma, self.init = bool(per_pixel_sigma), init
-        kw = dict(rng=rng, dtype=self.dtype, init=init)
+        kw = set_common(self, x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=dtype, sigma_x=sigma_x,
+                        per_pixel_sigma=per_pixel_sigma, init=init)
+        self.noise_dim = self.z_dim
         self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim), self.activation, **kw)
         # x is data: nobody needs dL/dx, and skipping it saves a matmul as big as the first layer's
         self.encoder[0].skip_input_grad = True
         self.head = GaussianHead(self.z_dim)
         self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
-        self.likelihood = make_likelihood(self.likelihood_name, self.x_dim, sigma_x=self.sigma_x,
-                                          per_pixel_sigma=self.per_pixel_sigma, dtype=self.dtype)
         self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)
         self._cache = None
 
     @property
     def config(self) -> dict:
         """The constructor arguments and ``kind``, JSON-serialisable (see :meth:`from_config`)."""
-        return {"kind": self.kind, "x_dim": self.x_dim, "z_dim": self.z_dim, "hidden": list(self.hidden),
-                "activation": self.activation, "likelihood": self.likelihood_name, "dtype": self.dtype.name,
-                "sigma_x": self.sigma_x, "per_pixel_sigma": self.per_pixel_sigma, "init": self.init}
+        return common_config(self)
 
     @classmethod
     def from_config(cls, config: dict, *, rng: np.random.Generator):
         """A model built from :attr:`config` (weights freshly initialized from ``rng``)."""
-        c = {k: v for k, v in config.items() if k != "kind"}
-        return cls(c.pop("x_dim"), c.pop("z_dim"), tuple(c.pop("hidden")), rng=rng, dtype=np.dtype(c.pop("dtype")), **c)
+        return build_from_config(cls, config, rng=rng)
 
     def __repr__(self) -> str:
         sizes = "-".join(map(str, (self.x_dim, *self.hidden, self.z_dim)))
@@ -136,42 +125,30 @@ class VAE:
         """
         x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
         L, beta = check_int(n_samples, "n_samples", minimum=1), check_float(beta, "beta", minimum=0.0)
-        B, Z = x.shape[0], self.z_dim
-        eps = noise((L, B, Z), rng=rng, eps=eps, dtype=self.dtype)
-        mu, logvar = self.head.forward(self.encoder.forward(x))        # q(z|x), each (B, Z)
-        z = dist.reparameterize(mu, logvar, eps)                        # (L, B, Z)
-        out = self.decoder.forward(z.reshape(L * B, Z))                 # (L*B, x_dim)
-        log_px = self.likelihood.forward(x, out.reshape(L, B, self.x_dim))  # (L, B)
-        reconstruction = -log_px.mean(axis=0)                           # (B,)
-        kl = dist.kl_standard_normal(mu, logvar)                        # (B,)
-        self._cache = (B, L, eps, mu, logvar, beta)
-        return Terms(float(np.mean(reconstruction + beta * kl)),
-                     {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)})
+        eps = noise((L, x.shape[0], self.z_dim), rng=rng, eps=eps, dtype=self.dtype)
+        # encoder, then the ELBO given its output h = [mu, logvar_raw] (npvae.models.elbo):
+        # z = mu + sigma eps, decoder, log p(x|z), closed-form KL
+        terms, self._cache = elbo.forward(x, self.encoder.forward(x), eps, beta=beta, head=self.head,
+                                          decode=self.decoder.forward, likelihood=self.likelihood)
+        return terms
 
     def backward(self) -> dict[str, np.ndarray]:
         r"""Gradient of the last ``forward``'s loss, :math:`\frac1B\sum_n[-\frac1L\sum_l\log p(x_n|z^{(l)}_n) + \beta KL_n]`.
 
-        The chain rule, in order: (1) likelihood, (2) decoder, (3) through
-        :math:`z = \mu + \sigma\epsilon` plus the KL's closed form, (4) the head's clip and
-        the encoder. Overwrites and returns :attr:`grads` (live arrays, model dtype). Raises
+        The chain rule, in order (steps 1-4 in :func:`npvae.models.elbo.backward`): (1)
+        likelihood, (2) decoder, (3) through :math:`z = \mu + \sigma\epsilon` plus the KL's
+        closed form, (4) the head's clip; then (5) the encoder. Overwrites and returns :attr:`grads` (live arrays, model dtype). Raises
         RuntimeError if there is no forward to differentiate (none yet, or encode / decode /
         sample / iwae_bound ran since and overwrote the layers' caches).
         """
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward(x, ...) first (encode, decode, sample "
                                "and iwae_bound since the last forward overwrite what backward needs)")
-        B, L, eps, mu, logvar, beta = self._cache
-        # 1. d loss / d out = -(1 / (B L)) d log p(x|z) / d out               (L*B, x_dim)
-        d_out = self.likelihood.backward(-1.0 / (B * L)).reshape(L * B, self.x_dim)
-        # 2. decoder: d loss / d z                                              (L, B, Z)
-        dz = self.decoder.backward(d_out).reshape(L, B, self.z_dim)
-        # 3. z = mu + sigma eps: dz/dmu = 1, dz/dlogvar = sigma eps / 2 (summed over l) ...
-        dmu, dlogvar = dist.reparameterize_backward(dz, logvar, eps)
-        #    ... + beta KL / B: dKL/dmu = mu, dKL/dlogvar = (sigma^2 - 1) / 2
-        dkl_dmu, dkl_dlogvar = dist.kl_standard_normal_grad(mu, logvar)
-        dmu, dlogvar = dmu + (beta / B) * dkl_dmu, dlogvar + (beta / B) * dkl_dlogvar
-        # 4. head (clip) and encoder
-        self.encoder.backward(self.head.backward(dmu, dlogvar))
+        # 1.-4. likelihood, decoder, z = mu + sigma eps and the KL, the head's clip: d loss / d h
+        dh = elbo.backward(self._cache, head=self.head, decode_backward=self.decoder.backward,
+                           likelihood=self.likelihood)
+        # 5. encoder
+        self.encoder.backward(dh)
         return self.grads
 
     # ---- importance sampling: the model's side of npvae.evaluate -----------------------
@@ -185,14 +162,7 @@ class VAE:
     def log_weights(self, q, eps: np.ndarray) -> np.ndarray:
         r""":math:`\log w = \log p(x|z) + \log p(z) - \log q(z|x)` at :math:`z = \mu + \sigma\epsilon`; (k, B) float64."""
         x, mu, logvar, log_prob = q
-        k, B, Z = eps.shape
-        z = dist.reparameterize(mu, logvar, eps)
-        out = self.decoder.forward(z.reshape(k * B, Z)).reshape(k, B, self.x_dim)
-        log_px = log_prob(x, out).astype(np.float64)
-        log_pz = dist.standard_normal_log_prob(z.astype(np.float64))
-        # log q(z|x) at z = mu + sigma eps is exactly -1/2 sum(log 2 pi + logvar + eps^2)
-        log_qz = -0.5 * np.sum(dist.LOG_2PI + logvar.astype(np.float64) + eps.astype(np.float64) ** 2, axis=-1)
-        return log_px + log_pz - log_qz
+        return elbo.log_weights(x, mu, logvar, log_prob, eps, self.decoder.forward)
 
     def iwae_bound(self, x, k: int, *, rng=None, eps=None, chunk_size=None) -> np.ndarray:
         """:func:`npvae.evaluate.iwae_bound` of this model: (batch,) float64 nats."""
