@@ -1,17 +1,30 @@
 #!/usr/bin/env python
-"""Train a VAE on MNIST (or Fashion-MNIST), evaluate it, draw the figures, checkpoint.
+"""Train a model of npvae.models on MNIST (or Fashion-MNIST), evaluate it, draw the figures, checkpoint.
 
-    NPVAE_DATA_DIR=../shared/data/mnist python demos/train_mnist.py
+    python demos/train_mnist.py                      # the VAE
+    python demos/train_mnist.py --model ae           # vae | ae | cvae | dirichlet | ... (see --help)
 
 With the defaults this trains the 784-400-20 ReLU VAE of the PyTorch examples (Bernoulli
-decoder, dynamically binarized MNIST, Adam 1e-3, batch 128) for 10 epochs, then writes
-to ``--out`` (default ``results/``):
+decoder, dynamically binarized MNIST, Adam 1e-3, batch 128) for 10 epochs. ``--model``
+picks any model registered in :data:`npvae.models.MODELS` (built with
+:func:`npvae.models.build_model`; a conditional model is given the labels). The run
+writes to ``--out`` (default ``results/``):
 
-* ``metrics.json``: final test -ELBO, reconstruction and KL, the importance-sampled test
-  log-likelihood with its k, the number of active latent units, wall time, history;
+* ``metrics.json``: the objective named by the model (``objective``, e.g. "neg_elbo", and
+  ``test_neg_elbo``; ``test_neg_log_likelihood`` for the autoencoder), every test metric
+  (``test_reconstruction``, ``test_kl``, ...), the importance-sampled test log-likelihood
+  with its k (log p(x|y) for a conditional model; none for the autoencoder, which has no
+  p(x)), the number of active latent units, wall time, history;
 * ``checkpoint.npz``: the last completed epoch (``--resume`` continues from it);
-* figures: ``reconstructions.png``, ``samples.png``, ``curves.png``, ``latent.png``,
-  ``interpolation.png`` and, with ``--latent-dim 2``, ``manifold.png``.
+* figures, for every model: ``reconstructions.png``, ``curves.png``, ``latent.png``;
+  for an unconditional model ``samples.png`` (means of p(x|z) at prior draws; for the
+  autoencoder, which has no prior, its decoder at z ~ N(0, I)), ``interpolation.png`` and,
+  with ``--latent-dim 2``, ``manifold.png``; for a conditional model (CVAE)
+  ``class_samples.png`` (one row per class, prior draws) and ``same_z.png`` (the same z
+  decoded under every label); for the Dirichlet VAE ``theta_by_class.png`` (the mean
+  θ = softmax(z) of each class, a heat map). ``--compare DIR`` (another run's ``--out``)
+  adds ``compare_samples.png`` (the same z ~ N(0, I) through both decoders, e.g. AE vs
+  VAE) and ``compare_latent.png`` (both latent scatters).
 
 Nothing is lost:
 
@@ -45,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import json
 import os
 import shlex
@@ -56,12 +70,25 @@ from pathlib import Path
 import numpy as np
 
 from npvae import data as npdata
-from npvae.checkpoint import atomic_write, load_checkpoint
+from npvae import evaluate
+from npvae.checkpoint import atomic_write, load_checkpoint, restore_params
+from npvae.models import LIKELIHOODS, MODELS, build_model, from_config
 from npvae.optim import Adam
 from npvae.train import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted, upgrade_meta
-from npvae.vae import VAE
 
 PROG = "train_mnist.py"
+CLASS_NAMES = {"mnist": [str(d) for d in range(10)],
+               "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                                 "Bag", "Ankle boot"]}
+#: plain names of the objectives (``model.loss_name``) for the summary and the curves
+OBJECTIVES = {"neg_elbo": "-ELBO", "neg_log_likelihood": "-log p(x|z) (reconstruction)",
+              "neg_iwae_bound": "-IWAE bound"}
+#: flags only some models take: dest -> constructor keyword (passed only to a model whose __init__ has it)
+MODEL_OPTIONS = {"alpha": "alpha", "k": "k", "flow": "flow", "flow_length": "flow_length"}
+
+
+def _accepts(kind: str, keyword: str) -> bool:
+    return keyword in inspect.signature(MODELS[kind].__init__).parameters
 
 
 def _positive_int(text: str) -> int:
@@ -88,6 +115,9 @@ def _nonnegative_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="vae", choices=sorted(MODELS),
+                   help="vae: the Gaussian VAE; ae: the deterministic autoencoder (no KL, no prior); cvae: the "
+                        "conditional VAE (the label as input); dirichlet: the Dirichlet VAE (theta = softmax(z))")
     p.add_argument("--epochs", type=_positive_int, default=10, help="number of training epochs")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per training step")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
@@ -96,9 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=_positive_int, default=20, help="dimension of z")
     p.add_argument("--activation", default="relu",
                    choices=["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu"], help="hidden activation")
-    p.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"],
-                   help="decoder p(x|z): Bernoulli logits, or Gaussian mean with fixed --sigma-x")
-    p.add_argument("--sigma-x", type=_positive_float, default=0.1, help="decoder std for --likelihood gaussian")
+    p.add_argument("--likelihood", default="bernoulli", choices=list(LIKELIHOODS),
+                   help="decoder p(x|z): Bernoulli logits; Gaussian mean with fixed std --sigma-x; or Gaussian "
+                        "with a learned std (gaussian_learned, starting at --sigma-x); use the Gaussians with "
+                        "--binarize none")
+    p.add_argument("--sigma-x", type=_positive_float, default=0.1,
+                   help="decoder std for --likelihood gaussian (the initial std for gaussian_learned)")
+    if any(_accepts(kind, "alpha") for kind in MODELS):
+        p.add_argument("--alpha", type=_positive_float, default=0.3,
+                       help="Dirichlet(alpha) prior concentration of the Dirichlet VAE (< 1: sparse theta)")
+    if any(_accepts(kind, "k") for kind in MODELS):
+        p.add_argument("--k", type=_positive_int, default=5, help="importance samples in the IWAE objective")
+    if any(_accepts(kind, "flow") for kind in MODELS):
+        p.add_argument("--flow", default="planar", choices=["planar", "iaf"], help="normalizing flow of q(z|x)")
+        p.add_argument("--flow-length", type=_positive_int, default=4, help="number of flow steps")
     p.add_argument("--binarize", default="dynamic", choices=["dynamic", "static", "none"],
                    help="dynamic: fresh Bernoulli draw per batch; static: one fixed draw; none: grey levels")
     p.add_argument("--beta", type=_nonnegative_float, default=1.0, help="KL weight (1 = the ELBO; beta-VAE otherwise)")
@@ -123,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=_positive_int, default=None,
                    help="use only the first N training images (quick runs)")
     p.add_argument("--test-limit", type=_positive_int, default=None, help="use only the first N test images")
+    p.add_argument("--compare", default=None, metavar="DIR",
+                   help="results folder of another run (its checkpoint.npz), e.g. a VAE next to --model ae: draws "
+                        "the same z ~ N(0, I) through both decoders and both latent scatters side by side")
     p.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     return p
 
@@ -157,7 +201,7 @@ def check_out(out: str) -> Path:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out}: expected a folder, got an existing file; "
-                         f"choose another --out (e.g. --out {path.with_suffix('')}-results) or move the file away")
+                         f"choose another --out (e.g. --out {path.with_name(path.stem + '-out')}) or move the file away")
     for parent in path.parents:  # the nearest existing ancestor must be a folder
         if parent.exists():
             if not parent.is_dir():
@@ -193,7 +237,8 @@ RESUME_FIXED = {
     "batch_size": ("train_config", "batch_size"), "beta": ("train_config", "beta"),
     "warmup_epochs": ("train_config", "warmup_epochs"), "n_samples": ("train_config", "n_samples"),
     "binarize": ("train_config", "binarize"), "seed": ("train_config", "seed"),
-    "lr": ("optimizer", "lr"),
+    "lr": ("optimizer", "lr"), "model": ("model_config", "kind"),
+    **{dest: ("model_config", key) for dest, key in MODEL_OPTIONS.items()},
 }
 
 
@@ -234,29 +279,52 @@ def check_resume_flags(ckpt, explicit: dict) -> None:
 
 
 def load_data(args):
-    train_x, _ = npdata.load_mnist("train", dataset=args.dataset, data_dir=args.data_dir)
+    """(train images, train labels, test images, test labels), uint8 and int, limited as asked."""
+    train_x, train_y = npdata.load_mnist("train", dataset=args.dataset, data_dir=args.data_dir)
     test_x, test_y = npdata.load_mnist("test", dataset=args.dataset, data_dir=args.data_dir)
-    return train_x[:args.train_limit], test_x[:args.test_limit], test_y[:args.test_limit]
+    n, m = args.train_limit, args.test_limit
+    return train_x[:n], train_y[:n].astype(np.int64), test_x[:m], test_y[:m].astype(np.int64)
 
 
-def build(args, train_x, test_x, ckpt=None, epochs=None):
+def check_model_options(args, explicit: dict) -> None:
+    """Refuse a model-specific flag given for a model that does not take it (UsageError naming it)."""
+    for dest, keyword in MODEL_OPTIONS.items():
+        if dest in explicit and not _accepts(args.model, keyword):
+            takers = [kind for kind in MODELS if _accepts(kind, keyword)]
+            raise UsageError(f"--{dest.replace('_', '-')}: the {args.model} model has no {keyword}; "
+                             f"expected it only with --model {' or '.join(takers)}")
+
+
+def new_model(args, n_classes: int):
+    """The model ``--model`` with the architecture flags, weights drawn from ``[seed, 0]``."""
+    kwargs = dict(x_dim=784, z_dim=args.latent_dim, hidden=tuple(args.hidden), activation=args.activation,
+                  likelihood=args.likelihood, rng=np.random.default_rng([args.seed, 0]),
+                  dtype=np.dtype(args.dtype), sigma_x=args.sigma_x)
+    if _accepts(args.model, "n_classes"):
+        kwargs["n_classes"] = n_classes
+    kwargs.update({kw: getattr(args, dest) for dest, kw in MODEL_OPTIONS.items()
+                   if hasattr(args, dest) and _accepts(args.model, kw)})
+    return build_model(args.model, **kwargs)
+
+
+def build(args, data, ckpt=None, epochs=None):
     """The model, optimizer and trainer, fresh or restored from the checkpoint ``ckpt`` (with target ``epochs``)."""
+    train_x, train_y, test_x, test_y = data
     ckpt_path = Path(args.out) / "checkpoint.npz"
     if ckpt is not None:
         meta = upgrade_meta(ckpt.meta)
-        model = VAE.from_config(meta["model_config"], rng=np.random.default_rng(0))
+        model = from_config(meta["model_config"], rng=np.random.default_rng(0))
         config = TrainConfig(**{**meta["train_config"], "epochs": max(epochs, meta["epoch"], 1)})
         lr = float(ckpt.optimizer_state["lr"])
     else:
-        model = VAE(784, args.latent_dim, tuple(args.hidden), args.activation, args.likelihood,
-                    rng=np.random.default_rng([args.seed, 0]), dtype=np.dtype(args.dtype), sigma_x=args.sigma_x)
+        model = new_model(args, len(CLASS_NAMES[args.dataset]))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, beta=args.beta,
                              warmup_epochs=args.warmup_epochs, n_samples=args.n_samples, binarize=args.binarize,
                              seed=args.seed)
         lr = args.lr
     trainer = Trainer(model, Adam(model.params, lr=lr), train_x, test_x, config,
                       rng=np.random.default_rng([config.seed, 1]), checkpoint_path=ckpt_path,
-                      log=lambda line: print(line, flush=True))
+                      log=lambda line: print(line, flush=True), train_labels=train_y, test_labels=test_y)
     if ckpt is not None:
         trainer.load(ckpt)
         print(f"resumed from {ckpt_path}: epoch {trainer.epoch}, step {trainer.step}")
@@ -271,27 +339,119 @@ def _write(path: Path, write, advice=None):
         raise WriteFailed(path, exc, advice() if advice else "check the disk and the folder's permissions") from exc
 
 
-def draw_figures(model, trainer, out: Path, *, mu=None, labels=None, advice=None) -> list[Path]:
-    """Write the figures; with the test set's posterior means ``mu`` and labels, the final ones too.
+def _labels(model, y):
+    """``(y,)`` for a conditional model (its data methods take labels after x), else ``()``."""
+    return (y,) if model.conditional else ()
 
-    Raises WriteFailed (naming the file, then ``advice()``: what is kept, what to do) if a file
-    cannot be written.
+
+def _code_name(model) -> str:
+    if not hasattr(model, "sample"):  # the autoencoder: a point code, no posterior
+        return "z = encoder(x)"
+    return "mean of q(z|x, y)" if model.conditional else "mean of q(z|x)"
+
+
+def _theta(model, x, mu):
+    """The Dirichlet VAE's simplex point of each example: the model's ``theta(x)`` helper, else softmax(mu)."""
+    if hasattr(model, "theta"):
+        try:
+            return np.asarray(model.theta(x), dtype=np.float64)
+        except TypeError:
+            pass
+    z = mu.astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))  # softmax(z) = exp(z - max z) / sum exp(z - max z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def load_model(folder) -> object:
+    """The model of another run, from ``folder``/checkpoint.npz (for ``--compare``)."""
+    ckpt = load_checkpoint(Path(folder) / "checkpoint.npz")
+    model = from_config(upgrade_meta(ckpt.meta)["model_config"], rng=np.random.default_rng(0))
+    restore_params(model.params, ckpt.params, source=f"--compare {folder}")
+    return model
+
+
+def draw_figures(model, trainer, out: Path, *, mu=None, labels=None, class_names=None, compare=None,
+                 advice=None) -> list[Path]:
+    """Write the figures that fit ``model``; with the test set's codes ``mu`` and labels, the final ones too.
+
+    ``compare``: another model (``--compare``) drawn beside this one. Raises WriteFailed
+    (naming the file, then ``advice()``: what is kept, what to do) if a file cannot be written.
     """
     from npvae import plots  # matplotlib is imported only when figures are drawn
 
-    x = npdata.batch_to_float(trainer.test_images[:10], binarize="none", dtype=model.dtype)
-    figures = [("reconstructions.png", lambda p: plots.plot_reconstructions(x, model.reconstruct(x), p, n=len(x))),
-               ("samples.png", lambda p: plots.plot_samples(
-                   model.sample(64, rng=np.random.default_rng([trainer.config.seed, 3])), p))]
+    seed = trainer.config.seed
+    n_show = min(10, len(trainer.test_images))
+    x = npdata.batch_to_float(trainer.test_images[:n_show], binarize="none", dtype=model.dtype)
+    y = trainer.test_labels[:n_show] if trainer.test_labels is not None else None
+    generative = hasattr(model, "sample")
+    figures = [("reconstructions.png", lambda p: plots.plot_reconstructions(
+        x, model.reconstruct(x, *_labels(model, y)), p, n=len(x),
+        title="Reconstructions: means of p(x|z) at z = " + _code_name(model)))]
+    if not model.conditional:
+        if generative:
+            draw, what = model.sample(64, rng=np.random.default_rng([seed, 3])), "Samples: means of p(x|z), z ~ p(z)"
+        else:  # the AE has no prior: decode N(0, I) draws anyway, to show it is not a generative model
+            z = np.random.default_rng([seed, 3]).standard_normal((64, model.z_dim)).astype(model.dtype)
+            draw, what = model.decode(z), "AE decoder at z ~ N(0, I) (means of p(x|z)): no prior, so not samples"
+        figures.append(("samples.png", lambda p: plots.plot_samples(draw, p, title=what)))
+    else:
+        C = len(class_names)
+        rng = np.random.default_rng([seed, 3])
+        rows = np.stack([model.sample(10, np.full(10, c, dtype=np.int64), rng=rng) for c in range(C)])
+        figures.append(("class_samples.png", lambda p: plots.plot_image_rows(
+            rows, p, row_labels=[f"y = {name}" for name in class_names],
+            title="Means of p(x|z, y), z ~ N(0, I): one row per class y", caption="10 prior draws per row")))
+        z = np.random.default_rng([seed, 5]).standard_normal((8, model.z_dim)).astype(model.dtype)
+        same = np.stack([model.decode(np.repeat(z[i:i + 1], C, axis=0), np.arange(C, dtype=np.int64))
+                         for i in range(len(z))])
+        figures.append(("same_z.png", lambda p: plots.plot_image_rows(
+            same, p, row_labels=[f"z{i + 1}" for i in range(len(z))], col_labels=list(class_names),
+            title="Means of p(x|z, y): each row one z ~ N(0, I) decoded under every label y",
+            caption="style kept along a row, class changed along it")))
     if trainer.history:
-        figures.append(("curves.png", lambda p: plots.plot_curves(trainer.history, p)))
+        loss_name = getattr(model, "loss_name", "loss")
+        series = [k[len("train_"):] for k in trainer.history[0] if k.startswith("train_")]
+        names = ["loss"] + [m for m in series if m not in ("loss", "elbo")]
+        figures.append(("curves.png", lambda p: plots.plot_curves(
+            trainer.history, p, names=names, titles={"loss": OBJECTIVES.get(loss_name, loss_name),
+                                                     "kl": "KL(q(z|x) || p(z))",
+                                                     "reconstruction": "reconstruction -E_q[log p(x|z)]"},
+            title=f"{model.kind}: training (solid) and test (dashed), nats per example")))
     if mu is not None:
-        figures.append(("latent.png", lambda p: plots.plot_latent(mu, labels, p)))
-        if model.z_dim == 2:
-            figures.append(("manifold.png", lambda p: plots.plot_manifold(model, p)))
-        pairs = np.arange(len(x) // 2)[:3]
-        figures.append(("interpolation.png",
-                        lambda p: plots.plot_interpolation(model, x[2 * pairs], x[2 * pairs + 1], p)))
+        figures.append(("latent.png", lambda p: plots.plot_latent(
+            mu, labels, p, class_names=class_names, legend_title="class", code_name=_code_name(model),
+            title=f"{model.kind}: latent codes of the test set")))
+        if not model.conditional:
+            if model.z_dim == 2:
+                figures.append(("manifold.png", lambda p: plots.plot_manifold(model, p)))
+            pairs = np.arange(len(x) // 2)[:3]
+            if len(pairs):
+                figures.append(("interpolation.png",
+                                lambda p: plots.plot_interpolation(model, x[2 * pairs], x[2 * pairs + 1], p)))
+        if model.kind == "dirichlet":
+            x_all = npdata.batch_to_float(trainer.test_images, binarize="none", dtype=model.dtype)
+            theta = _theta(model, x_all, mu)
+            present = [c for c in range(len(class_names)) if np.any(labels == c)]
+            means = np.stack([theta[labels == c].mean(axis=0) for c in present])
+            figures.append(("theta_by_class.png", lambda p: plots.plot_heatmap(
+                means, p, row_labels=[class_names[c] for c in present],
+                col_labels=[str(k + 1) for k in range(means.shape[1])],
+                title="Dirichlet VAE: mean theta = softmax(z) per class (z = mean of q(z|x))",
+                xlabel="component k of theta", ylabel="class", value_label="mean theta_k")))
+        if compare is not None:
+            z = np.random.default_rng([seed, 6]).standard_normal((64, max(model.z_dim, compare.z_dim)))
+            mus = [(f"this run: {model.kind}", mu, _code_name(model))]
+            panels = []
+            for name, m in ((f"this run: {model.kind}", model), (f"--compare: {compare.kind}", compare)):
+                if m.conditional:
+                    raise UsageError(f"--compare: expected an unconditional model, got a {m.kind} (it needs labels)")
+                panels.append((name, m.decode(z[:, :m.z_dim].astype(m.dtype))))
+            x_all = npdata.batch_to_float(trainer.test_images, binarize="none", dtype=compare.dtype)
+            mus.append((f"--compare: {compare.kind}", evaluate.posterior_means(compare, x_all), _code_name(compare)))
+            figures.append(("compare_samples.png", lambda p: plots.plot_image_panels(
+                panels, p, title="The same z ~ N(0, I) through each decoder (means of p(x|z))")))
+            figures.append(("compare_latent.png", lambda p: plots.plot_latent_panels(
+                mus, labels, p, class_names=class_names, title="Latent codes of the test set")))
     return [_write(out / name, draw, advice) for name, draw in figures]
 
 
@@ -301,10 +461,10 @@ def run(args, argv: list[str]) -> int:
     ckpt_path = out / "checkpoint.npz"
     resume_cmd = f"python {shlex.join([sys.argv[0], *[a for a in argv if a != '--resume'], '--resume'])}"
     # everything that can be refused is refused here, before the data is loaded or a step is taken
+    explicit = explicit_flags(argv)
     ckpt, epochs = None, args.epochs
     if args.resume:
         ckpt = load_checkpoint(ckpt_path)
-        explicit = explicit_flags(argv)
         check_resume_flags(ckpt, explicit)
         done = int(ckpt.meta["epoch"])
         epochs = explicit.get("epochs", upgrade_meta(ckpt.meta)["train_config"]["epochs"])
@@ -312,10 +472,15 @@ def run(args, argv: list[str]) -> int:
             print(f"--epochs {epochs}: nothing to train, the checkpoint {ckpt_path} has completed {done} epoch(s); "
                   f"evaluating it and writing the metrics and figures (pass --epochs {done + 1} or more to train "
                   f"longer)", flush=True)
+    else:
+        check_model_options(args, explicit)
+    compare = load_model(args.compare) if args.compare else None
     check_out(args.out)
-    train_x, test_x, test_y = load_data(args)
-    model, trainer = build(args, train_x, test_x, ckpt, epochs)
+    data = load_data(args)
+    train_x, _, test_x, test_y = data
+    model, trainer = build(args, data, ckpt, epochs)
     c = trainer.config
+    class_names = CLASS_NAMES[args.dataset]
     print(f"{model}  |  {len(train_x)} train / {len(test_x)} test images ({args.dataset}, binarize={c.binarize})  |  "
           f"{sum(p.size for p in model.params.values()):,} parameters", flush=True)
 
@@ -327,7 +492,7 @@ def run(args, argv: list[str]) -> int:
     try:
         history = trainer.fit()
     except TrainingInterrupted as exc:
-        draw_figures(model, trainer, out, advice=kept)
+        draw_figures(model, trainer, out, class_names=class_names, advice=kept)
         print(f"\n{exc}; figures so far are in {out}/\nresume with:\n  {resume_cmd}", file=sys.stderr)
         return 130
     except NonFiniteLossError as exc:
@@ -337,34 +502,52 @@ def run(args, argv: list[str]) -> int:
         raise WriteFailed(ckpt_path, exc, kept()) from exc
 
     last = history[-1]
+    loss_name = getattr(model, "loss_name", "loss")
+    objective = OBJECTIVES.get(loss_name, loss_name)
     x_test = npdata.batch_to_float(trainer.test_images, binarize="none", dtype=model.dtype)
-    n_ll = min(args.eval_images or len(x_test), len(x_test))
+    y_test = test_y if model.conditional else None
+    ll = None
     t_ll = time.perf_counter()
-    ll = model.log_likelihood(x_test[:n_ll], args.eval_k, rng=np.random.default_rng([c.seed, 4]), batch_size=100)
+    n_ll = min(args.eval_images or len(x_test), len(x_test))
+    if hasattr(model, "log_weights"):  # a probabilistic model: importance-sampled log p(x) (or log p(x|y))
+        ll = evaluate.log_likelihood(model, x_test[:n_ll], args.eval_k, y=None if y_test is None else y_test[:n_ll],
+                                     rng=np.random.default_rng([c.seed, 4]), batch_size=100)
     t_ll = time.perf_counter() - t_ll
-    mu = model.posterior_means(x_test)
-    activity = model.latent_activity(x_test)  # Burda et al. 2016: A_u = Var_x E_q[z_u]
+    mu = evaluate.posterior_means(model, x_test, y=y_test)
+    activity = mu.astype(np.float64).var(axis=0)  # Burda et al. 2016: A_u = Var_x E_q[z_u]
     del x_test  # 31 MB, freed before matplotlib loads: keeps the run's peak memory low
-    figures = draw_figures(model, trainer, out, mu=mu, labels=test_y, advice=kept)
+    figures = draw_figures(model, trainer, out, mu=mu, labels=test_y, class_names=class_names, compare=compare,
+                           advice=kept)
+    test_metrics = {k: v for k, v in last.items() if k.startswith("test_") and k != "test_loss"}
+
+    def named(entry: dict) -> dict:  # the history with the objective named: train_neg_elbo, test_neg_elbo
+        return {k.replace("_loss", f"_{loss_name}") if k in ("train_loss", "test_loss") else k: v
+                for k, v in entry.items()}
+    log_of = "log p(x|y)" if model.conditional else "log p(x)"
     metrics = {
-        "initial_test_loss": trainer.initial_test_loss,
-        "test_loss": last["test_loss"], "test_reconstruction": last["test_reconstruction"], "test_kl": last["test_kl"],
-        "test_log_likelihood": float(ll.mean()), "log_likelihood_k": args.eval_k, "log_likelihood_images": n_ll,
-        "log_likelihood_stderr": float(ll.std(ddof=1) / np.sqrt(n_ll)) if n_ll > 1 else None,
+        "model_kind": model.kind, "objective": loss_name, "objective_description": objective,
+        f"initial_test_{loss_name}": trainer.initial_test_loss, f"test_{loss_name}": last["test_loss"],
+        **test_metrics,
+        "test_log_likelihood": None if ll is None else float(ll.mean()), "log_likelihood_of": log_of,
+        "log_likelihood_k": args.eval_k, "log_likelihood_images": n_ll if ll is not None else 0,
+        "log_likelihood_stderr": float(ll.std(ddof=1) / np.sqrt(n_ll)) if ll is not None and n_ll > 1 else None,
         "log_likelihood_seconds": t_ll,
         "active_units": int(np.sum(activity > 0.01)), "active_unit_threshold": 0.01,
         "latent_activity": activity.tolist(),
         "epochs": trainer.epoch, "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
         "wall_time_s": time.perf_counter() - start,
         "model": model.config, "train_config": asdict(c), "lr": trainer.optimizer.lr,
-        "dataset": args.dataset, "history": history, "figures": [p.name for p in figures],
+        "dataset": args.dataset, "history": [named(h) for h in history], "figures": [p.name for p in figures],
     }
     _write(out / "metrics.json",
            lambda p: atomic_write(p, lambda f: f.write(json.dumps(metrics, indent=2).encode())), kept)
-    print(f"\ntest -ELBO {metrics['test_loss']:.2f} nats (reconstruction {metrics['test_reconstruction']:.2f}, "
-          f"KL {metrics['test_kl']:.2f})")
-    print(f"test log p(x) ~ {metrics['test_log_likelihood']:.2f} nats (IWAE, k={args.eval_k}, {n_ll} images, "
-          f"{t_ll:.0f} s)")
+    parts = ", ".join(f"{k[len('test_'):]} {v:.2f}" for k, v in test_metrics.items()
+                      if k != "test_elbo" and isinstance(v, float) and v != last["test_loss"])
+    print(f"\ntest {objective} {last['test_loss']:.2f} nats" + (f" ({parts})" if parts else ""))
+    if ll is not None:
+        print(f"test {log_of} ~ {float(ll.mean()):.2f} nats (IWAE, k={args.eval_k}, {n_ll} images, {t_ll:.0f} s)")
+    else:
+        print(f"no {log_of}: the {model.kind} model has no prior, so it defines no likelihood of x")
     print(f"active units: {metrics['active_units']} of {model.z_dim} (Var_x E_q[z_u] > 0.01)")
     print(f"wall time {metrics['wall_time_s']:.0f} s; metrics, figures and checkpoint in {out}/")
     return 0

@@ -43,7 +43,7 @@ from ._checks import check_array, check_int
 from .checkpoint import atomic_write
 
 __all__ = ["image_grid", "pca_2d", "plot_reconstructions", "plot_samples", "plot_curves",
-           "plot_latent", "plot_manifold", "plot_interpolation", "plot_image_rows", "plot_image_panels",
+           "plot_latent", "plot_manifold", "plot_interpolation", "plot_image_rows", "plot_image_panels", "plot_latent_panels",
            "plot_heatmap", "class_colors"]
 
 DPI = 100            # dots per inch of every figure
@@ -343,6 +343,43 @@ def plot_curves(history, path, *, names=None, titles=None, title=None) -> Path:
     return _save(fig, path)
 
 
+def _latent_axes(ax, mu, labels, class_names, legend_title, title, code_name, legend=True) -> None:
+    """Draw one latent scatter (see :func:`plot_latent`) on ``ax``; arguments already checked."""
+    n, d = mu.shape
+    palette = class_colors(len(class_names))
+    order = np.random.default_rng(0).permutation(n)
+    if d == 1:
+        jitter = np.random.default_rng(1).uniform(-0.3, 0.3, n)
+        xy = np.column_stack([mu[:, 0], labels + jitter])
+        xlabel, ylabel, kind = f"z1 ({code_name})", f"{legend_title} (jittered)", "z_dim = 1"
+    elif d == 2:
+        xy = mu.astype(np.float64)
+        xlabel, ylabel, kind = f"z1 ({code_name})", f"z2 ({code_name})", "z_dim = 2"
+    else:
+        xy, frac = pca_2d(mu, return_explained=True)
+        xlabel, ylabel = (f"PC{i + 1} ({100 * f:.1f}% of variance)" for i, f in enumerate(frac))
+        kind = f"PCA of z_dim = {d}: {100 * frac.sum():.1f}% of variance shown"
+    ax.scatter(xy[order, 0], xy[order, 1], c=palette[labels[order]], s=6 if n > 2000 else 14, alpha=0.7,
+               linewidths=0)
+    if d == 1:
+        ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{title or 'Latent codes: ' + code_name}\n({kind})")
+    if legend and len(class_names) <= 20:
+        handles = [Line2D([], [], marker="o", linestyle="", color=c, label=name)
+                   for name, c in zip(class_names, palette)]
+        ax.legend(handles=handles, title=legend_title, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.grid(alpha=0.3)
+
+
+def _check_codes(mu, name):
+    check_array(mu, name, shape=(None, None), finite=True)
+    n, d = mu.shape
+    if n == 0 or d == 0 or (d > 2 and n < 2):
+        raise ValueError(f"{name}: expected shape (N, D) with N >= 1 (N >= 2 when D > 2) and D >= 1, "
+                         f"got shape {mu.shape}")
+    return mu
+
+
 def plot_latent(mu, labels, path, *, class_names=None, legend_title="class", title=None,
                 code_name="mean of q(z|x)") -> Path:
     """Scatter of latent codes (e.g. posterior means of the test set) coloured by class.
@@ -358,38 +395,36 @@ def plot_latent(mu, labels, path, *, class_names=None, legend_title="class", tit
     TypeError for non-arrays or non-integer labels, ValueError for bad shapes, N mismatch
     or labels outside 0..C-1.
     """
-    check_array(mu, "mu", shape=(None, None), finite=True)
-    n, d = mu.shape
-    if n == 0 or d == 0 or (d > 2 and n < 2):
-        raise ValueError(f"mu: expected shape (N, D) with N >= 1 (N >= 2 when D > 2) and D >= 1, "
-                         f"got shape {mu.shape}")
-    class_names = _check_labels(labels, n, class_names)
-    palette = class_colors(len(class_names))
-    order = np.random.default_rng(0).permutation(n)
-    if d == 1:
-        jitter = np.random.default_rng(1).uniform(-0.3, 0.3, n)
-        xy = np.column_stack([mu[:, 0], labels + jitter])
-        xlabel, ylabel, kind = f"z1 ({code_name})", f"{legend_title} (jittered)", "z_dim = 1"
-    elif d == 2:
-        xy = mu.astype(np.float64)
-        xlabel, ylabel, kind = f"z1 ({code_name})", f"z2 ({code_name})", "z_dim = 2"
-    else:
-        xy, frac = pca_2d(mu, return_explained=True)
-        xlabel, ylabel = (f"PC{i + 1} ({100 * f:.1f}% of variance)" for i, f in enumerate(frac))
-        kind = f"PCA of z_dim = {d}: {100 * frac.sum():.1f}% of variance shown"
+    _check_codes(mu, "mu")
+    class_names = _check_labels(labels, mu.shape[0], class_names)
     fig = Figure(figsize=(7, 6), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.scatter(xy[order, 0], xy[order, 1], c=palette[labels[order]], s=6 if n > 2000 else 14, alpha=0.7,
-               linewidths=0)
-    if d == 1:
-        ax.set_yticks(range(len(class_names)), class_names)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{title or 'Latent codes: ' + code_name}\n({kind})")
-    if len(class_names) <= 20:
-        handles = [Line2D([], [], marker="o", linestyle="", color=c, label=name)
-                   for name, c in zip(class_names, palette)]
-        ax.legend(handles=handles, title=legend_title, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.grid(alpha=0.3)
+    _latent_axes(fig.add_subplot(), mu, labels, class_names, legend_title, title, code_name)
+    return _save(fig, path)
+
+
+def plot_latent_panels(panels, labels, path, *, class_names=None, legend_title="class", title=None) -> Path:
+    """Latent scatters side by side (e.g. an autoencoder's codes next to a VAE's), one legend.
+
+    ``panels``: a non-empty list of (name, mu, code_name) triples, each ``mu`` (N, D) with
+    the same N, coloured by the shared ``labels`` (see :func:`plot_latent`). Writes a PNG
+    to ``path`` and returns it as a Path. Raises TypeError/ValueError as :func:`plot_latent`.
+    """
+    if not isinstance(panels, (list, tuple)) or not panels or not all(
+            isinstance(p, (list, tuple)) and len(p) == 3 and isinstance(p[0], str) for p in panels):
+        raise TypeError(f"panels: expected a non-empty list of (name, mu, code_name) triples, got {panels!r:.80}")
+    for name, mu, _ in panels:
+        _check_codes(mu, f"panels[{name!r}] mu")
+    class_names = _check_labels(labels, panels[0][1].shape[0], class_names)
+    for name, mu, _ in panels:
+        if mu.shape[0] != labels.shape[0]:
+            raise ValueError(f"panels[{name!r}] mu: expected {labels.shape[0]} rows (one per label), got {mu.shape[0]}")
+    fig = Figure(figsize=(5.5 * len(panels) + 1, 5.2), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    if title:
+        fig.suptitle(title)
+    for i, (ax, (name, mu, code_name)) in enumerate(zip(np.atleast_1d(fig.subplots(1, len(panels))), panels)):
+        _latent_axes(ax, mu, labels, class_names, legend_title, name, code_name, legend=i == len(panels) - 1)
     return _save(fig, path)
 
 

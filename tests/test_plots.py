@@ -7,6 +7,7 @@ from scipy.stats import norm
 
 from npvae import plots
 from npvae.plots import (class_colors, image_grid, pca_2d, plot_curves, plot_heatmap, plot_image_panels,
+                         plot_latent_panels,
                          plot_image_rows, plot_interpolation, plot_latent, plot_manifold, plot_reconstructions,
                          plot_samples)
 from npvae.vae import VAE
@@ -357,6 +358,14 @@ def test_plot_image_panels_and_heatmap(tmp_path):
     assert pixels.ndim == 3
     with pytest.raises(TypeError, match="panels: expected a non-empty list"):
         plot_image_panels([], tmp_path / "q.png", title="t")
+    (tmp_path / "h.png").unlink()
+    labels = rng.integers(0, 10, 50)
+    check_png(plot_latent_panels([("AE", rng.standard_normal((50, 2)), "z = encoder(x)"),
+                                  ("VAE", rng.standard_normal((50, 5)), "mean of q(z|x)")], labels,
+                                 tmp_path / "l.png", class_names=[str(d) for d in range(10)], title="codes"), tmp_path)
+    with pytest.raises(ValueError, match=r"panels\['VAE'\] mu: expected 50 rows"):
+        plot_latent_panels([("AE", np.zeros((50, 2)), "z"), ("VAE", np.zeros((40, 2)), "z")], labels,
+                           tmp_path / "q.png")
     with pytest.raises(ValueError, match="col_labels: expected 5 names, got 4"):
         plot_heatmap(theta, tmp_path / "q.png", row_labels=[str(d) for d in range(10)], col_labels=list("abcd"),
                      title="t")
