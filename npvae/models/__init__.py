@@ -56,7 +56,7 @@ Probabilistic models (all but the AE) also have:
 
 Models
 ------
-``VAE`` (vae.py), ``AE`` (ae.py), ``CVAE`` (cvae.py), ``DirichletVAE`` (dirichlet_vae.py).
+``VAE`` (vae.py), ``AE`` (ae.py), ``CVAE`` (cvae.py), ``IWAE`` (iwae.py), ``DirichletVAE`` (dirichlet_vae.py).
 """
 
 from __future__ import annotations
@@ -66,12 +66,14 @@ import numpy as np
 from .parts import LIKELIHOODS, LOGVAR_MAX, LOGVAR_MIN, Terms
 from .ae import AE
 from .cvae import CVAE
+from .dirichlet_vae import DirichletVAE
+from .iwae import IWAE
 from .vae import VAE
 
-__all__ = ["VAE", "AE", "CVAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
+__all__ = ["VAE", "AE", "CVAE", "DirichletVAE", "IWAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
 
 #: kind -> model class: the registry :func:`build_model` and :func:`from_config` read.
-MODELS = {"vae": VAE, "ae": AE, "cvae": CVAE}
+MODELS = {"vae": VAE, "ae": AE, "cvae": CVAE, "iwae": IWAE, "dirichlet": DirichletVAE}
 
 
 def _model_class(kind: str):
