@@ -1,0 +1,197 @@
+r"""The Dirichlet VAE: a latent point on the simplex, with a Laplace-approximated Dirichlet prior.
+
+Srivastava & Sutton 2017, "Autoencoding Variational Inference for Topic Models", section
+3.2 and eq. (3) (see :mod:`npvae.dirichlet`):
+
+* encoder :math:`q_\phi(z|x) = N(\mu, \mathrm{diag}\,\sigma^2)`, :math:`z\in\mathbb R^K`
+  (K = ``z_dim``), an MLP whose last layer outputs ``[mu, logvar]`` (as the VAE's);
+* reparameterization :math:`z^{(l)} = \mu + \sigma\odot\epsilon^{(l)}`, then the point on the
+  simplex :math:`\theta^{(l)} = \mathrm{softmax}(z^{(l)})` (the "topic proportions");
+* decoder :math:`p_\theta(x|\theta)`: an MLP on :math:`\theta` (Bernoulli logits or a
+  Gaussian mean);
+* prior: Dirichlet(:math:`\alpha`) on :math:`\theta`, replaced by its Laplace approximation in
+  the softmax basis, :math:`p(z) = N(\mu_0, \mathrm{diag}\,\sigma_0^2)` with
+  :math:`\mu_{0k} = \log\alpha_k - \frac1K\sum_i\log\alpha_i` and
+  :math:`\sigma_{0k}^2 = \frac1{\alpha_k}(1-\frac2K) + \frac1{K^2}\sum_i\frac1{\alpha_i}` (eq. 3).
+
+The per-example objective is :math:`\mathcal L(x) = \frac1L\sum_l\log p(x|\mathrm{softmax}(z^{(l)}))
+- \beta\,KL(N(\mu,\sigma^2)\,\|\,N(\mu_0,\sigma_0^2))`, the KL in closed form between two
+diagonal Gaussians (:func:`npvae.distributions.kl_normal`, >= 0, 0 exactly at the prior);
+the loss is :math:`-\mathcal L` averaged over the batch, nats per example. Every density
+(KL, importance weights, ``log_likelihood``) is taken in z-space, so log p(x) here is the
+marginal likelihood under the Laplace-approximated prior in the softmax basis, not under
+the exact Dirichlet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import distributions as dist
+from .. import evaluate
+from .._checks import check_float, check_int
+from ..dirichlet import check_alpha, dirichlet_laplace_prior, softmax, softmax_backward
+from ..layers import MLP
+from .parts import (GaussianHead, Terms, build_from_config, check_x, check_z, collect, common_config,
+                    decode_sample, log_prob_fn, noise, set_common)
+
+__all__ = ["DirichletVAE"]
+
+
+class DirichletVAE:
+    r"""A VAE whose decoder reads :math:`\theta = \mathrm{softmax}(z)` and whose prior is a Laplace-approximated Dirichlet.
+
+    Parameters as :class:`npvae.models.VAE` (``z_dim`` = K >= 2 components), plus
+    ``alpha``: the Dirichlet concentration, a positive float (symmetric) or K positive
+    values (default 0.3: sparse proportions). ``prior_mu``, ``prior_logvar`` (K,) model
+    dtype hold :math:`\mu_0, \log\sigma_0^2`. Raises TypeError/ValueError naming a bad
+    argument (``z_dim`` < 2, ``alpha`` of another length or not positive, ...).
+    """
+
+    kind = "dirichlet"
+    conditional = False
+    loss_name = "neg_elbo"
+
+    def __init__(self, x_dim: int, z_dim: int, hidden=(400,), activation: str = "relu",
+                 likelihood: str = "bernoulli", *, alpha=0.3, rng: np.random.Generator, dtype=np.float32,
+                 sigma_x: float = 1.0, per_pixel_sigma: bool = False, init: str = "glorot_uniform") -> None:
+        check_int(z_dim, "z_dim", minimum=2)  # a simplex needs K >= 2 components
+        kw = set_common(self, x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=dtype, sigma_x=sigma_x,
+                        per_pixel_sigma=per_pixel_sigma, init=init)
+        a = check_alpha(alpha, self.z_dim)
+        self.alpha = float(alpha) if np.ndim(alpha) == 0 else a.tolist()  # JSON-able, as given
+        mu0, logvar0 = dirichlet_laplace_prior(a, self.z_dim)
+        self.prior_mu, self.prior_logvar = mu0.astype(self.dtype), logvar0.astype(self.dtype)
+        self.noise_dim = self.z_dim
+        self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim), self.activation, **kw)
+        self.encoder[0].skip_input_grad = True  # x is data: no dL/dx
+        self.head = GaussianHead(self.z_dim)
+        self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
+        self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)
+        self._cache = None
+
+    @property
+    def config(self) -> dict:
+        """The constructor arguments (``alpha`` a float or a list), ``kind`` = "dirichlet"; JSON-able."""
+        return common_config(self, alpha=self.alpha)
+
+    @classmethod
+    def from_config(cls, config: dict, *, rng: np.random.Generator):
+        """A model built from :attr:`config` (weights freshly initialized from ``rng``)."""
+        return build_from_config(cls, config, rng=rng)
+
+    def __repr__(self) -> str:
+        sizes = "-".join(map(str, (self.x_dim, *self.hidden, self.z_dim)))
+        return f"DirichletVAE({sizes}, alpha={self.alpha}, likelihood={self.likelihood_name!r}, dtype={self.dtype})"
+
+    # ---- encode, decode, sample ------------------------------------------------------
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``mu``, ``logvar`` of q(z|x) in z-space (before the softmax): each (batch, K), model dtype."""
+        self._cache = None  # the layers' caches now belong to this call
+        mu, logvar = self.head.forward(self.encoder.forward(check_x(x, self.x_dim, self.dtype, self.likelihood_name)))
+        return mu.copy(), logvar.copy()
+
+    def topic_proportions(self, x: np.ndarray) -> np.ndarray:
+        r""":math:`\theta = \mathrm{softmax}(\mu(x))`: (batch, K), model dtype, rows positive and summing to 1."""
+        return softmax(self.encode(x)[0])
+
+    theta = topic_proportions
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """The mean of p(x|softmax(z)): ``z`` (batch, K) in z-space (NOT θ; z + c·1 gives the same θ) -> (batch, x_dim)."""
+        self._cache = None
+        return self.likelihood.mean(self.decoder.forward(softmax(check_z(z, self.z_dim, self.dtype))))
+
+    def sample(self, n: int, *, rng: np.random.Generator, mean: bool = True) -> np.ndarray:
+        r"""z ~ :math:`N(\mu_0, \sigma_0^2)` (the Laplace prior), θ = softmax(z), then the mean of p(x|θ) or a draw. (n, x_dim)."""
+        eps = dist.sample_eps((check_int(n, "n", minimum=1), self.z_dim), rng=rng, dtype=self.dtype)
+        self._cache = None
+        z = dist.reparameterize(self.prior_mu, self.prior_logvar, eps)
+        return decode_sample(self.likelihood, self.decoder.forward(softmax(z)), mean=mean, rng=rng)
+
+    # ---- the ELBO and its gradient ---------------------------------------------------
+    def forward(self, x: np.ndarray, *, rng: np.random.Generator | None = None, eps: np.ndarray | None = None,
+                n_samples: int = 1, beta: float = 1.0) -> Terms:
+        r"""Estimate the ELBO of a batch and cache what :meth:`backward` needs.
+
+        ``x`` (batch, x_dim), model dtype; ``eps`` (n_samples, batch, K) (or (batch, K))
+        fixes the noise, else ``rng`` draws it; ``n_samples`` = L; ``beta`` >= 0 weights the
+        KL. Metrics (batch,) nats: ``reconstruction`` :math:`-\frac1L\sum_l\log p(x|\theta^{(l)})`,
+        ``kl`` (to the Laplace prior, closed form), ``elbo`` (at beta = 1).
+        """
+        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
+        L, beta = check_int(n_samples, "n_samples", minimum=1), check_float(beta, "beta", minimum=0.0)
+        B, K = x.shape[0], self.z_dim
+        eps = noise((L, B, K), rng=rng, eps=eps, dtype=self.dtype)
+        mu, logvar = self.head.forward(self.encoder.forward(x))             # q(z|x), each (B, K)
+        z = dist.reparameterize(mu, logvar, eps)                             # (L, B, K)
+        theta = softmax(z)                                                   # (L, B, K), on the simplex
+        out = self.decoder.forward(theta.reshape(L * B, K))                  # (L*B, x_dim)
+        log_px = self.likelihood.forward(x, out.reshape(L, B, self.x_dim))   # (L, B)
+        reconstruction = -log_px.mean(axis=0)                                # (B,)
+        kl = dist.kl_normal(mu, logvar, self.prior_mu, self.prior_logvar)    # (B,), >= 0
+        self._cache = (B, L, eps, theta, mu, logvar, beta)
+        return Terms(float(np.mean(reconstruction + beta * kl)),
+                     {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)})
+
+    def backward(self) -> dict:
+        """The gradient of the last ``forward``'s loss with respect to every parameter (``grads``, in place).
+
+        RuntimeError if there is no forward to differentiate (none yet, or encode / decode /
+        sample / iwae_bound ran since and overwrote the layers' caches).
+        """
+        if self._cache is None:
+            raise RuntimeError("DirichletVAE.backward: call forward(x, ...) first (encode, decode, sample "
+                               "and iwae_bound since the last forward overwrite what backward needs)")
+        B, L, eps, theta, mu, logvar, beta = self._cache
+        # 1. d loss / d out = -(1 / (B L)) d log p(x|theta) / d out              (L*B, x_dim)
+        d_out = self.likelihood.backward(-1.0 / (B * L)).reshape(L * B, self.x_dim)
+        # 2. decoder: d loss / d theta                                             (L, B, K)
+        dtheta = self.decoder.backward(d_out).reshape(theta.shape)
+        # 3. theta = softmax(z): d theta_j / d z_k = theta_j (delta_jk - theta_k)
+        dz = softmax_backward(theta, dtheta)
+        # 4. z = mu + sigma eps: dz/dmu = 1, dz/dlogvar = sigma eps / 2 (summed over l) ...
+        dmu, dlogvar = dist.reparameterize_backward(dz, logvar, eps)
+        #    ... + beta KL / B: dKL/dmu = (mu - mu0) / sigma0^2, dKL/dlogvar = expm1(logvar - logvar0) / 2
+        dkl_dmu, dkl_dlogvar = dist.kl_normal_grad(mu, logvar, self.prior_mu, self.prior_logvar)
+        dmu, dlogvar = dmu + (beta / B) * dkl_dmu, dlogvar + (beta / B) * dkl_dlogvar
+        # 5. head (clip) and encoder
+        self.encoder.backward(self.head.backward(dmu, dlogvar))
+        return self.grads
+
+    # ---- importance sampling: the model's side of npvae.evaluate ---------------------
+    def proposal(self, x: np.ndarray):
+        """Encode once for :func:`npvae.evaluate.iwae_bound`: (x, mu, logvar, log p(x|.) function)."""
+        mu, logvar = self.encode(x)
+        return x, mu, logvar, log_prob_fn(self.likelihood, x)
+
+    def log_weights(self, q, eps: np.ndarray) -> np.ndarray:
+        r""":math:`\log p(x|\mathrm{softmax}(z)) + \log N(z;\mu_0,\sigma_0^2) - \log q(z|x)` at :math:`z = \mu + \sigma\epsilon`: (k, B) float64.
+
+        The prior density is the Laplace approximation in z-space, so the resulting log p(x)
+        is the marginal likelihood under that approximate prior (see the module docstring).
+        """
+        x, mu, logvar, log_prob = q
+        k, B, K = eps.shape
+        z = dist.reparameterize(mu, logvar, eps)
+        out = self.decoder.forward(softmax(z).reshape(k * B, K)).reshape(k, B, self.x_dim)
+        log_px = log_prob(x, out).astype(np.float64)
+        log_pz = dist.gaussian_log_prob(z.astype(np.float64), self.prior_mu.astype(np.float64),
+                                        self.prior_logvar.astype(np.float64))
+        # log q(z|x) at z = mu + sigma eps is exactly -1/2 sum(log 2 pi + logvar + eps^2)
+        log_qz = -0.5 * np.sum(dist.LOG_2PI + logvar.astype(np.float64) + eps.astype(np.float64) ** 2, axis=-1)
+        return log_px + log_pz - log_qz
+
+    def iwae_bound(self, x, k: int, *, rng=None, eps=None, chunk_size=None) -> np.ndarray:
+        """:func:`npvae.evaluate.iwae_bound` of this model: (batch,) float64 nats."""
+        return evaluate.iwae_bound(self, x, k, rng=rng, eps=eps, chunk_size=chunk_size)
+
+    def log_likelihood(self, x, k: int = 5000, *, rng, batch_size: int = 100, progress: bool = False) -> np.ndarray:
+        """:func:`npvae.evaluate.log_likelihood` (under the Laplace prior in z-space): (N,) float64 nats."""
+        return evaluate.log_likelihood(self, x, k, rng=rng, batch_size=batch_size, progress=progress)
+
+    def posterior_means(self, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
+        """``mu(x)`` in z-space, ``batch_size`` examples at a time: (N, K), model dtype."""
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        check_x(x, self.x_dim, self.dtype, self.likelihood_name)
+        return np.concatenate([self.encode(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)])
