@@ -3,6 +3,8 @@
 Modules
 -------
 layers         Linear, activations, Sequential, MLP (forward/backward by hand)
+made           MaskedLinear and MADE: the autoregressive networks of IAF
+flows          planar flows and IAF steps (forward -> (z, logdet), backward by hand)
 init           weight initializers (explicit np.random.Generator)
 gradcheck      central finite differences in float64, rel_error, layer/model checks
 distributions  diagonal Gaussian, KL to N(0, I), Bernoulli and Gaussian likelihoods, gradients
@@ -19,9 +21,12 @@ plots          figures (matplotlib, Agg): reconstructions, samples, curves, late
 
 __version__ = "0.1.0"
 
-from . import checkpoint, data, distributions, evaluate, gradcheck, init, layers, models, optim, train, vae  # noqa: F401
+from . import (checkpoint, data, distributions, evaluate, flows, gradcheck, init, layers, made, models,  # noqa: F401
+               optim, train, vae)
 from .data import load_mnist  # noqa: F401
 from .layers import MLP, Linear, Sequential  # noqa: F401
 from .optim import SGD, Adam, AdamW  # noqa: F401
 from .train import TrainConfig, Trainer  # noqa: F401
-from .models import VAE  # noqa: F401
+from .flows import Flow, IAFStep, PlanarFlow, make_flow  # noqa: F401
+from .made import MADE, MaskedLinear  # noqa: F401
+from .models import AE, CVAE, IWAE, VAE, DirichletVAE  # noqa: F401
