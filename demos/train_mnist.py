@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="vae", choices=sorted(MODELS),
                    help="vae: the Gaussian VAE; ae: the deterministic autoencoder (no KL, no prior); cvae: the "
-                        "conditional VAE (the label as input); dirichlet: the Dirichlet VAE (theta = softmax(z))")
+                        "conditional VAE (the label as input); dirichlet: the Dirichlet VAE (theta = softmax(z)); "
+                        "iwae: the importance-weighted bound with --k samples (choices: the models installed)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="number of training epochs")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per training step")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
@@ -351,7 +352,8 @@ def _code_name(model) -> str:
 
 
 def _theta(model, x, mu):
-    """The Dirichlet VAE's simplex point of each example: the model's ``theta(x)`` helper, else softmax(mu)."""
+    """The Dirichlet VAE's simplex point of each example: the model's ``theta(x)`` (softmax of the mean of
+    q(z|x)), else softmax(mu)."""
     if hasattr(model, "theta"):
         try:
             return np.asarray(model.theta(x), dtype=np.float64)
@@ -384,8 +386,9 @@ def draw_figures(model, trainer, out: Path, *, mu=None, labels=None, class_names
     x = npdata.batch_to_float(trainer.test_images[:n_show], binarize="none", dtype=model.dtype)
     y = trainer.test_labels[:n_show] if trainer.test_labels is not None else None
     generative = hasattr(model, "sample")
+    codes = evaluate.posterior_means(model, x, y=y if model.conditional else None)
     figures = [("reconstructions.png", lambda p: plots.plot_reconstructions(
-        x, model.reconstruct(x, *_labels(model, y)), p, n=len(x),
+        x, model.decode(codes, *_labels(model, y)), p, n=len(x),
         title="Reconstructions: means of p(x|z) at z = " + _code_name(model)))]
     if not model.conditional:
         if generative:
