@@ -446,8 +446,6 @@ def draw_figures(model, trainer, out: Path, *, mu=None, labels=None, class_names
             mus = [(f"this run: {model.kind}", mu, _code_name(model))]
             panels = []
             for name, m in ((f"this run: {model.kind}", model), (f"--compare: {compare.kind}", compare)):
-                if m.conditional:
-                    raise UsageError(f"--compare: expected an unconditional model, got a {m.kind} (it needs labels)")
                 panels.append((name, m.decode(z[:, :m.z_dim].astype(m.dtype))))
             x_all = npdata.batch_to_float(trainer.test_images, binarize="none", dtype=compare.dtype)
             mus.append((f"--compare: {compare.kind}", evaluate.posterior_means(compare, x_all), _code_name(compare)))
@@ -478,6 +476,12 @@ def run(args, argv: list[str]) -> int:
     else:
         check_model_options(args, explicit)
     compare = load_model(args.compare) if args.compare else None
+    kind = upgrade_meta(ckpt.meta)["model_config"]["kind"] if ckpt is not None else args.model
+    for name, conditional in (("--compare", compare is not None and compare.conditional),
+                              ("--model", compare is not None and MODELS[kind].conditional)):
+        if conditional:
+            raise UsageError(f"{name}: expected an unconditional model next to --compare (no labels needed), "
+                             f"got a conditional one; compare two of {', '.join(k for k in MODELS if not MODELS[k].conditional)}")
     check_out(args.out)
     data = load_data(args)
     train_x, _, test_x, test_y = data

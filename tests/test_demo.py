@@ -232,6 +232,9 @@ def test_ae_next_to_a_vae_and_learned_sigma(fake_mnist, tmp_path):
     assert _tiny("ae", fake_mnist, ae, "--compare", str(vae)) == 0
     for name in ("compare_samples.png", "compare_latent.png"):
         assert 1000 < len((ae / name).read_bytes()) < 300_000
+    if "cvae" in MODELS:  # refused before any training
+        assert _tiny("cvae", fake_mnist, tmp_path / "c", "--compare", str(vae)) == 2
+        assert not (tmp_path / "c").exists()
 
 
 def test_model_options_are_refused_for_other_models(capsys):
