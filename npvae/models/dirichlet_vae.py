@@ -32,6 +32,7 @@ from .. import evaluate
 from .._checks import check_float, check_int
 from ..dirichlet import check_alpha, dirichlet_laplace_prior, softmax, softmax_backward
 from ..layers import MLP
+from . import elbo
 from .parts import (GaussianHead, Terms, build_from_config, check_x, check_z, collect, common_config,
                     decode_sample, log_prob_fn, noise, set_common)
 
@@ -62,6 +63,7 @@ class DirichletVAE:
         self.alpha = float(alpha) if np.ndim(alpha) == 0 else a.tolist()  # JSON-able, as given
         mu0, logvar0 = dirichlet_laplace_prior(a, self.z_dim)
         self.prior_mu, self.prior_logvar = mu0.astype(self.dtype), logvar0.astype(self.dtype)
+        self._prior = (self.prior_mu, self.prior_logvar)
         self.noise_dim = self.z_dim
         self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim), self.activation, **kw)
         self.encoder[0].skip_input_grad = True  # x is data: no dL/dx
@@ -121,42 +123,37 @@ class DirichletVAE:
         """
         x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
         L, beta = check_int(n_samples, "n_samples", minimum=1), check_float(beta, "beta", minimum=0.0)
-        B, K = x.shape[0], self.z_dim
-        eps = noise((L, B, K), rng=rng, eps=eps, dtype=self.dtype)
-        mu, logvar = self.head.forward(self.encoder.forward(x))             # q(z|x), each (B, K)
-        z = dist.reparameterize(mu, logvar, eps)                             # (L, B, K)
-        theta = softmax(z)                                                   # (L, B, K), on the simplex
-        out = self.decoder.forward(theta.reshape(L * B, K))                  # (L*B, x_dim)
-        log_px = self.likelihood.forward(x, out.reshape(L, B, self.x_dim))   # (L, B)
-        reconstruction = -log_px.mean(axis=0)                                # (B,)
-        kl = dist.kl_normal(mu, logvar, self.prior_mu, self.prior_logvar)    # (B,), >= 0
-        self._cache = (B, L, eps, theta, mu, logvar, beta)
-        return Terms(float(np.mean(reconstruction + beta * kl)),
-                     {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)})
+        eps = noise((L, x.shape[0], self.z_dim), rng=rng, eps=eps, dtype=self.dtype)
+        # encoder, then the Gaussian-posterior ELBO (npvae.models.elbo) with the decoder reading
+        # theta = softmax(z) and the KL to the Laplace prior N(mu0, sigma0^2) in closed form
+        terms, self._cache = elbo.forward(x, self.encoder.forward(x), eps, beta=beta, head=self.head,
+                                          decode=self._decode_theta, likelihood=self.likelihood, prior=self._prior)
+        return terms
+
+    def _decode_theta(self, z: np.ndarray) -> np.ndarray:
+        """z (N, K) -> decoder output at theta = softmax(z); keeps theta for :meth:`_decode_theta_backward`."""
+        self._theta = softmax(z)                                             # (N, K), on the simplex
+        return self.decoder.forward(self._theta)
+
+    def _decode_theta_backward(self, d_out: np.ndarray) -> np.ndarray:
+        """d loss / d out -> d loss / d z: the decoder, then d theta_j / d z_k = theta_j (delta_jk - theta_k)."""
+        return softmax_backward(self._theta, self.decoder.backward(d_out))
 
     def backward(self) -> dict:
         """The gradient of the last ``forward``'s loss with respect to every parameter (``grads``, in place).
 
+        The chain rule in order (steps 1-4 in :func:`npvae.models.elbo.backward`): (1) the
+        likelihood, (2) the decoder and the softmax (:meth:`_decode_theta_backward`), (3) z =
+        mu + sigma eps plus the KL to the Laplace prior, (4) the head's clip; (5) the encoder.
         RuntimeError if there is no forward to differentiate (none yet, or encode / decode /
         sample / iwae_bound ran since and overwrote the layers' caches).
         """
         if self._cache is None:
             raise RuntimeError("DirichletVAE.backward: call forward(x, ...) first (encode, decode, sample "
                                "and iwae_bound since the last forward overwrite what backward needs)")
-        B, L, eps, theta, mu, logvar, beta = self._cache
-        # 1. d loss / d out = -(1 / (B L)) d log p(x|theta) / d out              (L*B, x_dim)
-        d_out = self.likelihood.backward(-1.0 / (B * L)).reshape(L * B, self.x_dim)
-        # 2. decoder: d loss / d theta                                             (L, B, K)
-        dtheta = self.decoder.backward(d_out).reshape(theta.shape)
-        # 3. theta = softmax(z): d theta_j / d z_k = theta_j (delta_jk - theta_k)
-        dz = softmax_backward(theta, dtheta)
-        # 4. z = mu + sigma eps: dz/dmu = 1, dz/dlogvar = sigma eps / 2 (summed over l) ...
-        dmu, dlogvar = dist.reparameterize_backward(dz, logvar, eps)
-        #    ... + beta KL / B: dKL/dmu = (mu - mu0) / sigma0^2, dKL/dlogvar = expm1(logvar - logvar0) / 2
-        dkl_dmu, dkl_dlogvar = dist.kl_normal_grad(mu, logvar, self.prior_mu, self.prior_logvar)
-        dmu, dlogvar = dmu + (beta / B) * dkl_dmu, dlogvar + (beta / B) * dkl_dlogvar
-        # 5. head (clip) and encoder
-        self.encoder.backward(self.head.backward(dmu, dlogvar))
+        dh = elbo.backward(self._cache, head=self.head, decode_backward=self._decode_theta_backward,
+                           likelihood=self.likelihood)
+        self.encoder.backward(dh)
         return self.grads
 
     # ---- importance sampling: the model's side of npvae.evaluate ---------------------
@@ -172,15 +169,8 @@ class DirichletVAE:
         is the marginal likelihood under that approximate prior (see the module docstring).
         """
         x, mu, logvar, log_prob = q
-        k, B, K = eps.shape
-        z = dist.reparameterize(mu, logvar, eps)
-        out = self.decoder.forward(softmax(z).reshape(k * B, K)).reshape(k, B, self.x_dim)
-        log_px = log_prob(x, out).astype(np.float64)
-        log_pz = dist.gaussian_log_prob(z.astype(np.float64), self.prior_mu.astype(np.float64),
-                                        self.prior_logvar.astype(np.float64))
-        # log q(z|x) at z = mu + sigma eps is exactly -1/2 sum(log 2 pi + logvar + eps^2)
-        log_qz = -0.5 * np.sum(dist.LOG_2PI + logvar.astype(np.float64) + eps.astype(np.float64) ** 2, axis=-1)
-        return log_px + log_pz - log_qz
+        return elbo.log_weights(x, mu, logvar, log_prob, eps, lambda z: self.decoder.forward(softmax(z)),
+                                prior=self._prior)
 
     def iwae_bound(self, x, k: int, *, rng=None, eps=None, chunk_size=None) -> np.ndarray:
         """:func:`npvae.evaluate.iwae_bound` of this model: (batch,) float64 nats."""

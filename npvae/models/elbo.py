@@ -29,13 +29,22 @@ from .parts import Terms
 __all__ = ["forward", "backward", "log_weights"]
 
 
-def forward(x: np.ndarray, h: np.ndarray, eps: np.ndarray, *, beta: float, head, decode, likelihood):
+def _kl(mu, logvar, prior):
+    """KL(q || p) per example and its gradient (dmu, dlogvar): p = N(0, I), or N(prior[0], exp(prior[1]))."""
+    if prior is None:
+        return dist.kl_standard_normal(mu, logvar), dist.kl_standard_normal_grad(mu, logvar)
+    return dist.kl_normal(mu, logvar, *prior), dist.kl_normal_grad(mu, logvar, *prior)
+
+
+def forward(x: np.ndarray, h: np.ndarray, eps: np.ndarray, *, beta: float, head, decode, likelihood, prior=None):
     r"""The ELBO terms of a batch from the encoder output ``h``; returns ``(terms, cache)``.
 
     ``x`` (B, x_dim); ``h`` (B, 2 Z) the encoder output; ``eps`` (L, B, Z) the noise;
     ``beta`` the KL weight; ``head`` a :class:`~npvae.models.parts.GaussianHead`;
     ``decode`` maps z (L*B, Z) to the likelihood's parameter (L*B, x_dim) and caches for
-    its backward; ``likelihood`` a :class:`npvae.distributions.Likelihood`. ``terms``:
+    its backward; ``likelihood`` a :class:`npvae.distributions.Likelihood`; ``prior``
+    None for :math:`p(z) = N(0, I)`, or ``(mu_p, logvar_p)`` (each (Z,)) for a diagonal
+    Gaussian prior (the Dirichlet VAE's Laplace approximation). ``terms``:
     loss :math:`\frac1B\sum_n(\mathrm{rec}_n + \beta\,KL_n)` and per-example (B,) metrics
     ``reconstruction`` :math:`-\frac1L\sum_l\log p(x|z^{(l)})`, ``kl``, ``elbo`` (at
     beta = 1), nats, x's dtype. ``cache`` is what :func:`backward` needs.
@@ -46,10 +55,10 @@ def forward(x: np.ndarray, h: np.ndarray, eps: np.ndarray, *, beta: float, head,
     out = decode(z.reshape(L * B, Z))                                  # (L*B, x_dim)
     log_px = likelihood.forward(x, out.reshape(L, B, x.shape[1]))      # (L, B)
     reconstruction = -log_px.mean(axis=0)                              # (B,)
-    kl = dist.kl_standard_normal(mu, logvar)                           # (B,), closed form, >= 0
+    kl, _ = _kl(mu, logvar, prior)                                     # (B,), closed form, >= 0
     terms = Terms(float(np.mean(reconstruction + beta * kl)),
                   {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)})
-    return terms, (B, L, eps, mu, logvar, beta)
+    return terms, (B, L, eps, mu, logvar, beta, prior)
 
 
 def backward(cache, *, head, decode_backward, likelihood) -> np.ndarray:
@@ -59,7 +68,7 @@ def backward(cache, *, head, decode_backward, likelihood) -> np.ndarray:
     writes the decoder's parameter gradients; ``likelihood.backward`` writes its own.
     The caller passes the result to its encoder's backward.
     """
-    B, L, eps, mu, logvar, beta = cache
+    B, L, eps, mu, logvar, beta, prior = cache
     Z = mu.shape[1]
     # 1. likelihood: d loss / d out = -(1 / (B L)) d log p(x|z) / d out        (L*B, x_dim)
     d_out = likelihood.backward(-1.0 / (B * L))
@@ -67,24 +76,28 @@ def backward(cache, *, head, decode_backward, likelihood) -> np.ndarray:
     dz = decode_backward(d_out.reshape(L * B, -1)).reshape(L, B, Z)
     # 3. z = mu + sigma eps: dz/dmu = 1, dz/dlogvar = sigma eps / 2 (summed over l) ...
     dmu, dlogvar = dist.reparameterize_backward(dz, logvar, eps)
-    #    ... + beta KL / B: dKL/dmu = mu, dKL/dlogvar = (sigma^2 - 1) / 2
-    dkl_dmu, dkl_dlogvar = dist.kl_standard_normal_grad(mu, logvar)
+    #    ... + beta KL / B: dKL/dmu = (mu - mu_p) / sigma_p^2, dKL/dlogvar = (sigma^2 / sigma_p^2 - 1) / 2
+    #    (mu and (sigma^2 - 1) / 2 for the prior N(0, I))
+    _, (dkl_dmu, dkl_dlogvar) = _kl(mu, logvar, prior)
     dmu, dlogvar = dmu + (beta / B) * dkl_dmu, dlogvar + (beta / B) * dkl_dlogvar
     # 4. head: d mu / d h[:Z] = 1, d logvar / d h[Z:] = 1 inside the clip, 0 outside
     return head.backward(dmu, dlogvar)
 
 
-def log_weights(x, mu, logvar, log_prob, eps: np.ndarray, decode) -> np.ndarray:
+def log_weights(x, mu, logvar, log_prob, eps: np.ndarray, decode, prior=None) -> np.ndarray:
     r""":math:`\log w = \log p(x|z) + \log p(z) - \log q(z|\cdot)` at :math:`z = \mu + \sigma\epsilon`: (k, B) float64.
 
     ``mu``, ``logvar`` (B, Z) from the proposal; ``log_prob(x, out)`` the likelihood's log
-    density; ``eps`` (k, B, Z); ``decode`` maps z (k*B, Z) to the likelihood's parameter.
+    density; ``eps`` (k, B, Z); ``decode`` maps z (k*B, Z) to the likelihood's parameter;
+    ``prior`` as in :func:`forward`.
     """
     k, B, Z = eps.shape
     z = dist.reparameterize(mu, logvar, eps)
     out = decode(z.reshape(k * B, Z)).reshape(k, B, -1)
     log_px = log_prob(x, out).astype(np.float64)
-    log_pz = dist.standard_normal_log_prob(z.astype(np.float64))
+    z64 = z.astype(np.float64)
+    log_pz = (dist.standard_normal_log_prob(z64) if prior is None else
+              dist.gaussian_log_prob(z64, *(np.asarray(p, dtype=np.float64) for p in prior)))
     # log q(z|.) at z = mu + sigma eps is exactly -1/2 sum(log 2 pi + logvar + eps^2)
     log_qz = -0.5 * np.sum(dist.LOG_2PI + logvar.astype(np.float64) + eps.astype(np.float64) ** 2, axis=-1)
     return log_px + log_pz - log_qz
