@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", default=None, metavar="DIR",
                    help="results folder of another run (its checkpoint.npz), e.g. a VAE next to --model ae: draws "
                         "the same z ~ N(0, I) through both decoders and both latent scatters side by side")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress line during the log p(x) estimate (the per-epoch lines stay)")
     p.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     return p
 
@@ -518,7 +520,8 @@ def run(args, argv: list[str]) -> int:
     n_ll = min(args.eval_images or len(x_test), len(x_test))
     if hasattr(model, "log_weights"):  # a probabilistic model: importance-sampled log p(x) (or log p(x|y))
         ll = evaluate.log_likelihood(model, x_test[:n_ll], args.eval_k, y=None if y_test is None else y_test[:n_ll],
-                                     rng=np.random.default_rng([c.seed, 4]), batch_size=100)
+                                     rng=np.random.default_rng([c.seed, 4]), batch_size=100,
+                                     progress=not args.quiet)
     t_ll = time.perf_counter() - t_ll
     mu = evaluate.posterior_means(model, x_test, y=y_test)
     activity = mu.astype(np.float64).var(axis=0)  # Burda et al. 2016: A_u = Var_x E_q[z_u]
@@ -539,7 +542,8 @@ def run(args, argv: list[str]) -> int:
         "log_likelihood_k": args.eval_k, "log_likelihood_images": n_ll if ll is not None else 0,
         "log_likelihood_stderr": float(ll.std(ddof=1) / np.sqrt(n_ll)) if ll is not None and n_ll > 1 else None,
         "log_likelihood_seconds": t_ll,
-        "active_units": int(np.sum(activity > 0.01)), "active_unit_threshold": 0.01,
+        "active_units": int(np.sum(activity > evaluate.ACTIVE_THRESHOLD)),
+        "active_unit_threshold": evaluate.ACTIVE_THRESHOLD,
         "latent_activity": activity.tolist(),
         "epochs": trainer.epoch, "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
         "wall_time_s": time.perf_counter() - start,
@@ -555,7 +559,7 @@ def run(args, argv: list[str]) -> int:
         print(f"test {log_of} ~ {float(ll.mean()):.2f} nats (IWAE, k={args.eval_k}, {n_ll} images, {t_ll:.0f} s)")
     else:
         print(f"no {log_of}: the {model.kind} model has no prior, so it defines no likelihood of x")
-    print(f"active units: {metrics['active_units']} of {model.z_dim} (Var_x E_q[z_u] > 0.01)")
+    print(f"active units: {metrics['active_units']} of {model.z_dim} (Var_x E_q[z_u] > {evaluate.ACTIVE_THRESHOLD})")
     print(f"wall time {metrics['wall_time_s']:.0f} s; metrics, figures and checkpoint in {out}/")
     return 0
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from npvae.checkpoint import load_checkpoint
+from npvae.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demos" / "train_mnist.py"
@@ -48,6 +49,30 @@ def _kill_mid_training(args, checkpoint: Path, epochs: int, env=None) -> int:
 
 def _params(path: Path) -> dict:
     return load_checkpoint(path).params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_demo_killed_mid_epoch_resumes_to_the_same_parameters(kind, fake_mnist, tmp_path):
+    epochs = 4
+    data = ["--data-dir", fake_mnist, "--train-limit", 1200, "--test-limit", 50, "--eval-k", 2,
+            "--eval-images", 10, "--epochs", epochs, "--quiet"]
+    model = ["--model", kind, *MODEL_FLAGS.get(kind, []), "--dtype", "float64", "--hidden", 64,
+             "--latent-dim", 2, "--batch-size", 20]
+    whole = _run([DEMO, *data, *model, "--out", tmp_path / "whole"])
+    out, _ = whole.communicate(timeout=300)
+    assert whole.returncode == 0, out
+
+    ckpt = tmp_path / "killed" / "checkpoint.npz"
+    _kill_mid_training([DEMO, *data, *model, "--out", tmp_path / "killed"], ckpt, epochs)
+    resumed = _run([DEMO, *data, "--out", tmp_path / "killed", "--resume"])
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+
+    a, b = _params(tmp_path / "whole" / "checkpoint.npz"), _params(ckpt)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 @pytest.mark.slow
