@@ -573,3 +573,86 @@ def test_sgd_is_linear_in_the_gradients(data, shape, a, mu, nesterov):
 
     combined = run([np.asarray(a * x + y) for x, y in zip(g1, g2)])  # asarray: 0-d ops give scalars
     np.testing.assert_allclose(combined, a * run(g1) + run(g2), rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------ flat buffers and chunks
+
+
+def _flat_params(rng, shapes, dtype=np.float64, scale=1.0):
+    """Arrays laid end to end in one buffer (as a model with a flat parameter buffer has)."""
+    n = sum(int(np.prod(s)) for s in shapes.values())
+    buf = (rng.standard_normal(n) * scale).astype(dtype)
+    out, off = {}, 0
+    for k, s in shapes.items():
+        size = int(np.prod(s))
+        out[k] = buf[off:off + size].reshape(s)
+        off += size
+    return out
+
+
+LAYOUT_SHAPES = {"a.W": (7, 5), "a.b": (5,), "b.W": (3, 11), "s": (), "b.b": (11,)}
+
+
+@pytest.mark.parametrize("chunk", [4, 9, 1 << 15])
+@pytest.mark.parametrize("flat_p, flat_g", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "nesterov"])
+def test_chunked_and_flat_layouts_match_reference(rng, monkeypatch, chunk, flat_p, flat_g, kind):
+    """Chunks smaller than a parameter, params/grads as views into one buffer, or neither:
+    the same iterates as the literal reference implementations."""
+    from npvae import optim
+    monkeypatch.setattr(optim, "_CHUNK_BYTES", 8 * chunk)  # float64 elements
+    params = _flat_params(rng, LAYOUT_SHAPES) if flat_p else make_params(rng, shapes=LAYOUT_SHAPES)
+    if kind in ("adam", "adamw"):
+        wd = 0.1 if kind == "adamw" else 0.0
+        ref = RefAdam(params, 1e-2, 0.9, 0.999, 1e-8, wd=wd)
+        opt = Adam(params, lr=1e-2) if wd == 0 else AdamW(params, lr=1e-2, weight_decay=wd)
+    else:
+        ref = RefSGD(params, 0.05, 0.9, kind == "nesterov")
+        opt = SGD(params, lr=0.05, momentum=0.9, nesterov=kind == "nesterov")
+    assert all(opt.params[k] is params[k] for k in params)
+    grads = _flat_params(rng, LAYOUT_SHAPES) if flat_g else None
+    for _ in range(6):
+        g = make_grads(rng, params)
+        if flat_g:
+            for k in grads:  # the same live arrays every step, new values
+                grads[k][...] = g[k]
+            g = grads
+        opt.step(g)
+        ref.step(g)
+    grp, = opt._groups  # the fast paths were taken exactly when the layout allows them
+    assert all((p_chunk is not None) == flat_p for _, _, p_chunk, _ in grp.chunks)
+    assert (grp.grads_flat(g) is not None) == flat_g
+    for k in params:
+        np.testing.assert_allclose(params[k], ref.p[k], rtol=1e-12, atol=1e-15)
+
+
+def test_adamw_decay_filter_with_flat_params_and_chunks(rng, monkeypatch):
+    from npvae import optim
+    monkeypatch.setattr(optim, "_CHUNK_BYTES", 8 * 6)
+    params = _flat_params(rng, LAYOUT_SHAPES)
+    before = copy_dict(params)
+    opt = AdamW(params, lr=0.1, weight_decay=0.5, decay_filter=lambda n: n.endswith(".W"))
+    opt.step({k: np.zeros_like(p) for k, p in params.items()})
+    for k in params:
+        factor = (1 - 0.1 * 0.5) if k.endswith(".W") else 1.0
+        np.testing.assert_array_equal(params[k], before[k] * factor)
+
+
+def test_strided_and_mixed_dtype_params(rng, monkeypatch):
+    """A transposed (non-contiguous) parameter is updated in place, never through a copy;
+    float32 and float64 parameters each keep their own dtype."""
+    from npvae import optim
+    monkeypatch.setattr(optim, "_CHUNK_BYTES", 8 * 8)
+    base = rng.standard_normal((6, 4))
+    params = {"T": base.T, "x32": rng.standard_normal(10).astype(np.float32), "y": rng.standard_normal(9)}
+    ref = RefAdam(params, 1e-2, 0.9, 0.999, 1e-8)
+    opt = Adam(params, lr=1e-2)
+    for _ in range(4):
+        g = make_grads(rng, params)
+        g["T"] = np.asfortranarray(g["T"])[::1]  # any layout
+        opt.step(g)
+        ref.step(g)
+    np.testing.assert_allclose(base.T, ref.p["T"], rtol=1e-12)
+    np.testing.assert_allclose(params["y"], ref.p["y"], rtol=1e-12)
+    np.testing.assert_allclose(params["x32"], ref.p["x32"], rtol=1e-5)
+    assert params["x32"].dtype == opt.m["x32"].dtype == np.float32 and opt.m["y"].dtype == np.float64
