@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time npvae's training loop against PyTorch on the identical setup.
+"""Time npvae's training loop against PyTorch and JAX on the identical setup.
 
 Main comparison: the 784-400-20 ReLU VAE of the PyTorch examples (fc1 784->400,
 fc21/fc22 400->20, fc3 20->400, fc4 400->784) with a Bernoulli decoder, loss = per-example
@@ -7,27 +7,37 @@ mean -ELBO (BCE-with-logits summed over pixels + closed-form KL, averaged over t
 Adam(lr=1e-3), batch 128, float32, dynamically binarized MNIST training set (60,000
 images = 469 steps per epoch, the last one with 96 images), one epoch = one pass.
 
-Both frameworks get the same data pipeline *inside* the timed loop: per batch,
-``npvae.data.minibatches`` gathers the uint8 images by a shuffled index, scales them to
-[0, 1] and draws a fresh Bernoulli binarization with NumPy; PyTorch receives that array
-through ``torch.from_numpy`` (no copy). Both start from the same weights (the PyTorch
-model is initialised by copying npvae's Glorot initialisation for the same seed) and clip
-logvar to [-20, 10] as npvae does, so the work per step is the same.
+All three frameworks get the same data pipeline *inside* the timed loop: per batch,
+``npvae.data.minibatches`` gathers the uint8 images by a shuffled index and draws a fresh,
+exact Bernoulli(pixel/255) binarization with NumPy, with the same seed, so every framework
+sees the same batches; PyTorch receives that array through ``torch.from_numpy`` (no copy),
+JAX as the argument of its jit-compiled step (one host-to-device copy, which on CPU is a
+memcpy). All start from the same weights (the peers copy npvae's Glorot initialisation for
+the same seed) and clip logvar to [-20, 10] as npvae does, so the work per step is the
+same. PyTorch uses ``torch.optim.Adam``; JAX uses one ``jax.jit``-compiled step (loss,
+``jax.value_and_grad``, ``optax.adam``, parameter update) with buffer donation, which XLA
+fuses into a few loops. The Gaussian noise comes from each framework's own generator.
 
 Each measurement runs in its own subprocess, with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS /
-MKL_NUM_THREADS set before NumPy is imported and ``torch.set_num_threads`` set to the same
-number, so both frameworks use the same thread count and each reports its own peak RSS.
+MKL_NUM_THREADS set before NumPy is imported, ``torch.set_num_threads`` set to the same
+number, and for JAX ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=<threads > 1>
+intra_op_parallelism_threads=<threads>``, so every framework uses the same thread count and
+each reports its own peak RSS. The main comparison runs ``--rounds`` rounds, alternating
+the frameworks (npvae, torch, jax, npvae, ...) in fresh subprocesses, and reports the median
+and the minimum epoch of each over all rounds.
 
 Secondary rows (each can be skipped; ``--quick`` skips them all): float64, the IWAE-paper
-model (784-200-200-50 tanh, batch 100), and ``VAE.log_likelihood`` with k = 1000 on 1,000
-test images (plus a PyTorch equivalent). For npvae's main configuration the script also
+model (784-200-200-50 tanh, batch 100), both for all three frameworks, and
+``VAE.log_likelihood`` with k = 1000 on 1,000 test images (plus a PyTorch equivalent; no
+JAX version). For npvae's main configuration the script also
 splits an epoch into data / forward / backward / optimizer, times the model's matmuls in
 isolation (same shapes and call forms as npvae.layers.Linear) and cProfiles the step.
 
 Usage::
 
-    python benchmarks/bench_train.py                     # full run (~10 min on 2 cores)
+    python benchmarks/bench_train.py                     # full run (~15 min on 2 cores)
     python benchmarks/bench_train.py --quick             # main comparison only
+    python benchmarks/bench_train.py --frameworks npvae,jax --quick
     python benchmarks/bench_train.py --threads 1 --out /tmp/b.json
 
 The machine should be otherwise idle: the "other load" column reports how many CPUs other
@@ -63,10 +73,12 @@ ARCHS = {
     "iwae": (784, (200, 200), 50, "tanh"),
 }
 ARCH_LABEL = {"examples": "784-400-20 relu", "iwae": "784-200-200-50 tanh"}
-DATA_PREP_NOTE = ("INCLUDED identically in both timings: per batch, npvae.data.minibatches gathers the "
-                  "uint8 images by a shuffled index (permutation drawn at epoch start), scales to [0,1] and "
-                  "draws a fresh Bernoulli binarization with NumPy (rng.random < p); PyTorch gets the same "
-                  "array via torch.from_numpy (no copy)")
+FRAMEWORKS = ("npvae", "torch", "jax")
+PEER_MODULES = {"torch": "torch", "jax": "optax"}  # what must be importable to time a peer
+DATA_PREP_NOTE = ("INCLUDED identically in every timing: per batch, npvae.data.minibatches gathers the "
+                  "uint8 images by a shuffled index (permutation drawn at epoch start) and draws a fresh, exact "
+                  "Bernoulli(pixel/255) binarization with NumPy (same seed: same batches); PyTorch gets the "
+                  "array via torch.from_numpy (no copy), JAX as its jitted step's argument")
 
 
 # ======================================================================================
@@ -196,7 +208,7 @@ def blas_info() -> dict:
     return out
 
 
-def versions(with_torch: bool) -> dict:
+def versions(framework: str | None) -> dict:
     import numpy as np
     import scipy
     v = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
@@ -206,11 +218,17 @@ def versions(with_torch: bool) -> dict:
         v["npvae"] = getattr(npvae, "__version__", "?")
     except ImportError:
         pass
-    if with_torch:
+    if framework == "torch":
         import torch
         v["torch"] = torch.__version__
         v["torch_threads"] = torch.get_num_threads()
         v["torch_interop_threads"] = torch.get_num_interop_threads()
+    if framework == "jax":
+        import jax
+        import jaxlib
+        import optax
+        v.update(jax=jax.__version__, jaxlib=jaxlib.__version__, optax=optax.__version__,
+                 jax_backend=jax.default_backend(), xla_flags=os.environ.get("XLA_FLAGS", ""))
     return v
 
 
@@ -221,9 +239,25 @@ def np_dtype(name):
 
 def build_npvae(arch: str, dtype: str, seed: int):
     import numpy as np
-    from npvae.vae import VAE
+    from npvae import VAE  # the public name (stable across npvae's internal layout)
     x_dim, hidden, z_dim, act = ARCHS[arch]
     return VAE(x_dim, z_dim, hidden, act, "bernoulli", rng=np.random.default_rng(seed), dtype=np_dtype(dtype))
+
+
+def npvae_weights(arch: str, dtype: str, seed: int) -> dict:
+    """npvae's initial weights for ``seed`` in the peers' layout: ``{"enc": [(W, b), ...],
+    "mu": (W, b), "logvar": (W, b), "dec": [(W, b), ...]}`` with W of shape (in, out)
+    (npvae's encoder head, one Linear to 2 * z_dim, split into its mu and logvar halves)."""
+    from npvae.layers import Linear
+    ref = build_npvae(arch, dtype, seed)
+    z_dim = ARCHS[arch][2]
+
+    def linears(part):
+        return [(layer.params["W"].copy(), layer.params["b"].copy()) for layer in part if isinstance(layer, Linear)]
+    enc = linears(ref.encoder)
+    W, b = enc.pop()
+    return {"enc": enc, "mu": (W[:, :z_dim], b[:z_dim]), "logvar": (W[:, z_dim:], b[z_dim:]),
+            "dec": linears(ref.decoder)}
 
 
 def build_torch(arch: str, dtype: str, seed: int):
@@ -232,7 +266,6 @@ def build_torch(arch: str, dtype: str, seed: int):
     import numpy as np
     import torch
     from torch import nn
-    from npvae.layers import Linear
 
     x_dim, hidden, z_dim, act = ARCHS[arch]
     Act = {"relu": nn.ReLU, "tanh": nn.Tanh}[act]
@@ -276,22 +309,76 @@ def build_torch(arch: str, dtype: str, seed: int):
     torch.manual_seed(seed)
     tdt = {"float32": torch.float32, "float64": torch.float64}[dtype]
     model = TorchVAE().to(tdt)
-    ref = build_npvae(arch, dtype, seed)
-    np_lin = lambda part: [layer for layer in part if isinstance(layer, Linear)]  # noqa: E731
+    w = npvae_weights(arch, dtype, seed)
     t_lin = lambda seq: [m for m in seq if isinstance(m, nn.Linear)]  # noqa: E731
     with torch.no_grad():
-        def put(tl, W, b):
-            tl.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
-            tl.bias.copy_(torch.from_numpy(np.ascontiguousarray(b)))
-        enc_np = np_lin(ref.encoder)
-        for tl, nl in zip(t_lin(model.enc), enc_np[:-1]):
-            put(tl, nl.params["W"], nl.params["b"])
-        head = enc_np[-1]
-        put(model.fc21, head.params["W"][:, :z_dim], head.params["b"][:z_dim])
-        put(model.fc22, head.params["W"][:, z_dim:], head.params["b"][z_dim:])
-        for tl, nl in zip(t_lin(model.dec), np_lin(ref.decoder)):
-            put(tl, nl.params["W"], nl.params["b"])
+        def put(tl, Wb):
+            tl.weight.copy_(torch.from_numpy(np.ascontiguousarray(Wb[0].T)))
+            tl.bias.copy_(torch.from_numpy(np.ascontiguousarray(Wb[1])))
+        for tl, Wb in zip(t_lin(model.enc), w["enc"]):
+            put(tl, Wb)
+        put(model.fc21, w["mu"])
+        put(model.fc22, w["logvar"])
+        for tl, Wb in zip(t_lin(model.dec), w["dec"]):
+            put(tl, Wb)
     return model
+
+
+def build_jax(arch: str, dtype: str, seed: int, lr: float):
+    """A jit-compiled training step of the same VAE in JAX with optax's Adam.
+
+    Returns ``step(x) -> loss`` (a Python float; x a NumPy batch) and ``finish()`` which
+    blocks until the last step's work is done. The parameters start as npvae's initial
+    weights for ``seed``; the loss is the per-example mean -ELBO exactly as in
+    ``TorchVAE.loss`` (Bernoulli log-likelihood from logits, closed-form KL, logvar clipped
+    to [-20, 10]); ``step`` donates the parameter and optimizer buffers, so XLA updates them
+    in place."""
+    import jax
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import optax
+
+    act = {"relu": jax.nn.relu, "tanh": jnp.tanh}[ARCHS[arch][3]]
+    w = npvae_weights(arch, dtype, seed)
+    params = jax.tree_util.tree_map(jnp.asarray, w)
+    tx = optax.adam(lr)  # b1=0.9, b2=0.999, eps=1e-8: torch's and npvae's defaults
+
+    def loss_fn(p, x, key):
+        B = x.shape[0]
+        h = x
+        for W, b in p["enc"]:
+            h = act(h @ W + b)
+        mu = h @ p["mu"][0] + p["mu"][1]
+        logvar = jnp.clip(h @ p["logvar"][0] + p["logvar"][1], -20.0, 10.0)
+        z = mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(0.5 * logvar)
+        h = z
+        for W, b in p["dec"][:-1]:
+            h = act(h @ W + b)
+        logits = h @ p["dec"][-1][0] + p["dec"][-1][1]
+        # -log Bernoulli(x | sigmoid(l)) = softplus(l) - x l  (BCE with logits)
+        bce = jnp.sum(jax.nn.softplus(logits) - x * logits) / B
+        kld = -0.5 * jnp.sum(1 + logvar - mu ** 2 - jnp.exp(logvar)) / B
+        return bce + kld
+
+    @jax.jit
+    def _step(p, opt_state, key, x):
+        key, sub = jax.random.split(key)
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, sub)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        return optax.apply_updates(p, updates), opt_state, key, loss
+
+    _step = jax.jit(_step.__wrapped__, donate_argnums=(0, 1))
+    state = [params, tx.init(params), jax.random.key(seed)]
+
+    def step(x):
+        state[0], state[1], state[2], loss = _step(state[0], state[1], state[2], x)
+        return float(loss)
+
+    def finish():
+        jax.block_until_ready(state[0])
+
+    return step, finish
 
 
 def load_train(data_dir):
@@ -309,27 +396,23 @@ def worker_train(spec: dict) -> dict:
     from npvae.data import minibatches
 
     fw, arch, dtype, B = spec["framework"], spec["arch"], spec["dtype"], spec["batch_size"]
-    images = load_train(spec["data_dir"])
+    images = load_train(spec["data_dir"])[:spec.get("train_images", N_TRAIN)]
     rng = np.random.default_rng(spec["seed"] + 1)
     ndt = np_dtype(dtype)
     res = {}
 
+    model = opt = None
     if fw == "npvae":
         from npvae.optim import Adam
         model = build_npvae(arch, dtype, spec["seed"])
         opt = Adam(model.params, lr=spec["lr"])
 
-        def run_epoch():
-            loss, n, steps = 0.0, 0, 0
-            with Window() as w:
-                for x in minibatches(images, B, rng=rng, binarize="dynamic", dtype=ndt):
-                    terms = model.forward(x, rng=rng)
-                    opt.step(model.backward())
-                    loss += terms.loss * len(x)
-                    n += len(x)
-                    steps += 1
-            return epoch_record(w, loss, n, steps)
-    else:
+        def step(x):
+            terms = model.forward(x, rng=rng)
+            opt.step(model.backward())
+            return terms.loss
+        finish = None
+    elif fw == "torch":
         import torch
         torch.set_num_threads(spec["threads"])
         model = build_torch(arch, dtype, spec["seed"])
@@ -337,19 +420,28 @@ def worker_train(spec: dict) -> dict:
         res["torch_adam_impl"] = ("fused" if opt.defaults.get("fused") else
                                   "foreach" if opt.defaults.get("foreach") else "default (single-tensor loop on CPU)")
 
-        def run_epoch():
-            loss, n, steps = 0.0, 0, 0
-            with Window() as w:
-                for x in minibatches(images, B, rng=rng, binarize="dynamic", dtype=ndt):
-                    xt = torch.from_numpy(x)
-                    opt.zero_grad(set_to_none=True)
-                    lt = model.loss(xt)
-                    lt.backward()
-                    opt.step()
-                    loss += lt.item() * len(x)
-                    n += len(x)
-                    steps += 1
-            return epoch_record(w, loss, n, steps)
+        def step(x):
+            opt.zero_grad(set_to_none=True)
+            lt = model.loss(torch.from_numpy(x))
+            lt.backward()
+            opt.step()
+            return lt.item()
+        finish = None
+    else:
+        step, finish = build_jax(arch, dtype, spec["seed"], spec["lr"])
+
+    def run_epoch():
+        """One timed pass over the training set; every framework's step returns its loss as a
+        Python float, which also waits for the step's work to finish."""
+        loss, n, steps = 0.0, 0, 0
+        with Window() as w:
+            for x in minibatches(images, B, rng=rng, binarize="dynamic", dtype=ndt):
+                loss += step(x) * len(x)
+                n += len(x)
+                steps += 1
+            if finish is not None:
+                finish()
+        return epoch_record(w, loss, n, steps)
 
     res["rss_setup_mb"] = maxrss_mb()
     warm = []
@@ -365,12 +457,14 @@ def worker_train(spec: dict) -> dict:
                other_cpus=(None if any(r["other_cpus"] is None for r in timed)
                            else max(r["other_cpus"] for r in timed)),
                final_loss=timed[-1]["mean_loss"], steps_per_epoch=timed[-1]["steps"],
-               samples_per_s=N_TRAIN / median(walls))
+               samples_per_s=len(images) / median(walls))
     if spec.get("breakdown"):
         if fw == "npvae":
             fn = lambda: npvae_breakdown(model, opt, images, B, ndt, rng, spec)  # noqa: E731
-        else:
+        elif fw == "torch":
             fn = lambda: torch_breakdown(model, opt, images, B, ndt, rng)  # noqa: E731
+        else:
+            fn = lambda: phase_epoch(images, B, ndt, rng, [("step", step)])  # noqa: E731
         (res["breakdown"],), bad = clean_runs(fn, 1, spec, f"{fw} instrumented epoch")
         res["breakdown"]["discarded_runs"] = len(bad)
     return res
@@ -421,7 +515,6 @@ def npvae_breakdown(model, opt, images, B, ndt, rng, spec) -> dict:
     plus every matmul of the step timed in isolation with the same shapes and call forms."""
     import numpy as np
     from npvae import layers as L
-    from npvae.data import minibatches
 
     lin = {"forward": 0.0, "backward": 0.0}
     orig_f, orig_b = L.Linear._forward, L.Linear._backward
@@ -438,34 +531,14 @@ def npvae_breakdown(model, opt, images, B, ndt, rng, spec) -> dict:
         lin["backward"] += time.perf_counter() - t
         return dx
 
-    ph = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    batch_sizes = []
     L.Linear._forward, L.Linear._backward = timed_forward, timed_backward
     try:
-        with Window() as w:
-            t = time.perf_counter()
-            it = minibatches(images, B, rng=rng, binarize="dynamic", dtype=ndt)
-            while True:
-                try:
-                    x = next(it)
-                except StopIteration:
-                    ph["data"] += time.perf_counter() - t
-                    break
-                t1 = time.perf_counter()
-                ph["data"] += t1 - t
-                model.forward(x, rng=rng)
-                t2 = time.perf_counter()
-                grads = model.backward()
-                t3 = time.perf_counter()
-                opt.step(grads)
-                t = time.perf_counter()
-                ph["forward"] += t2 - t1
-                ph["backward"] += t3 - t2
-                ph["optimizer"] += t - t3
-                batch_sizes.append(len(x))
+        rec = phase_epoch(images, B, ndt, rng, [("forward", lambda x: model.forward(x, rng=rng)),
+                                                ("backward", lambda _: model.backward()),
+                                                ("optimizer", opt.step)])
     finally:
         L.Linear._forward, L.Linear._backward = orig_f, orig_b
-    epoch = w.wall
+    ph, batch_sizes = rec["phases_s"], rec.pop("batch_sizes")
 
     # ---- matmuls in isolation: x@W (forward), x.T@dy into grads (dW), dy@W.T (dx) -------
     counts = {b: batch_sizes.count(b) for b in sorted(set(batch_sizes))}
@@ -499,8 +572,7 @@ def npvae_breakdown(model, opt, images, B, ndt, rng, spec) -> dict:
     matmul = sum(total.values())
     fb = ph["forward"] + ph["backward"]
     return {
-        "epoch_wall_s": epoch, "epoch_cpu_s": w.cpu, "other_cpus": w.other, "batch_counts": counts,
-        "phases_s": ph, "loop_overhead_s": epoch - sum(ph.values()),
+        **rec, "batch_counts": counts,
         "forward_backward_s": fb,
         "linear_in_situ_s": lin, "linear_in_situ_total_s": lin["forward"] + lin["backward"],
         "matmul_isolated_s": total, "matmul_isolated_total_s": matmul,
@@ -516,34 +588,43 @@ def npvae_breakdown(model, opt, images, B, ndt, rng, spec) -> dict:
     }
 
 
-def torch_breakdown(model, opt, images, B, ndt, rng) -> dict:
-    import torch
+def phase_epoch(images, B, ndt, rng, phases) -> dict:
+    """One instrumented epoch: per batch, ``phases`` = [(name, fn), ...] run in order, each
+    ``fn`` called with the previous one's result (the first with the batch ``x``), and timed
+    with perf_counter; "data" is the time spent in the batch iterator. The last phase must
+    not return before its work is done (the steps here return Python floats or None)."""
     from npvae.data import minibatches
-    ph = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    ph = {"data": 0.0, **{name: 0.0 for name, _ in phases}}
+    batch_sizes = []
     with Window() as w:
         t = time.perf_counter()
-        it = minibatches(images, B, rng=rng, binarize="dynamic", dtype=ndt)
-        while True:
-            try:
-                x = next(it)
-            except StopIteration:
-                ph["data"] += time.perf_counter() - t
-                break
-            xt = torch.from_numpy(x)
+        for x in minibatches(images, B, rng=rng, binarize="dynamic", dtype=ndt):
             t1 = time.perf_counter()
             ph["data"] += t1 - t
-            opt.zero_grad(set_to_none=True)
-            lt = model.loss(xt)
-            t2 = time.perf_counter()
-            lt.backward()
-            t3 = time.perf_counter()
-            opt.step()
+            out = x
+            for name, fn in phases:
+                out = fn(out)
+                t2 = time.perf_counter()
+                ph[name] += t2 - t1
+                t1 = t2
             t = time.perf_counter()
-            ph["forward"] += t2 - t1
-            ph["backward"] += t3 - t2
-            ph["optimizer"] += t - t3
+            batch_sizes.append(len(x))
+        ph["data"] += time.perf_counter() - t  # the final StopIteration
     return {"epoch_wall_s": w.wall, "epoch_cpu_s": w.cpu, "other_cpus": w.other, "phases_s": ph,
-            "loop_overhead_s": w.wall - sum(ph.values())}
+            "loop_overhead_s": w.wall - sum(ph.values()), "batch_sizes": batch_sizes}
+
+
+def torch_breakdown(model, opt, images, B, ndt, rng) -> dict:
+    import torch
+
+    def forward(x):
+        opt.zero_grad(set_to_none=True)
+        return model.loss(torch.from_numpy(x))
+
+    rec = phase_epoch(images, B, ndt, rng, [("forward", forward), ("backward", lambda lt: lt.backward()),
+                                            ("optimizer", lambda _: opt.step())])
+    rec.pop("batch_sizes")
+    return rec
 
 
 def worker_profile(spec: dict) -> dict:
@@ -680,7 +761,7 @@ def worker_main(spec_json: str, out_path: str) -> int:
     fn = {"train": worker_train, "profile": worker_profile, "loglik": worker_loglik}[spec["kind"]]
     res = fn(spec)
     res["env_threads"] = env
-    res["versions"] = versions(spec.get("framework") == "torch")
+    res["versions"] = versions(spec.get("framework"))
     res["rss_peak_mb_end"] = maxrss_mb()
     with open(out_path, "w") as f:
         json.dump(res, f)
@@ -695,6 +776,10 @@ def run_job(spec: dict, threads: int) -> dict:
     env = dict(os.environ)
     for k in THREAD_VARS:
         env[k] = str(threads)
+    if spec.get("framework") == "jax":
+        env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                            f"intra_op_parallelism_threads={threads}")
+        env.setdefault("JAX_PLATFORMS", "cpu")
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as tf:
         path = tf.name
     try:
@@ -747,16 +832,17 @@ def merge_rounds(results: list[dict]) -> dict:
         "cpu_median_s": median([e["cpu_s"] for e in epochs]),
         "other_cpus": None if any(o is None for o in others) else max(others),
         "final_loss": ok[-1]["final_loss"], "steps_per_epoch": ok[-1]["steps_per_epoch"],
-        "samples_per_s": N_TRAIN / median(walls),
+        "samples_per_s": ok[-1]["samples_per_s"] * ok[-1]["median_s"] / median(walls),
         "rss_setup_mb": max(r["rss_setup_mb"] for r in ok), "rss_peak_mb": max(r["rss_peak_mb"] for r in ok),
         "round_medians_s": [r["median_s"] for r in ok],
         "torch_adam_impl": ok[-1].get("torch_adam_impl"),
     }
 
 
-def torch_available() -> bool:
+def available(framework: str) -> bool:
+    """npvae always; a peer when its package (torch; optax, which needs jax) is importable."""
     import importlib.util
-    return importlib.util.find_spec("torch") is not None
+    return framework == "npvae" or importlib.util.find_spec(PEER_MODULES[framework]) is not None
 
 
 def parse_args(argv=None):
@@ -774,12 +860,15 @@ def parse_args(argv=None):
                         "torch.set_num_threads for PyTorch")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs of the main comparison (median/min/max)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up epochs before the main comparison")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="run the main comparison this many times, alternating the frameworks (npvae, torch, npvae, "
-                        "torch, ...) in fresh subprocesses, and pool the timed epochs; this evens out slow phases "
-                        "of a shared or virtualised machine")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="run the main comparison this many times, alternating the frameworks (npvae, torch, jax, "
+                        "npvae, ...) in fresh subprocesses, and pool the timed epochs (median and minimum over "
+                        "all rounds); this evens out slow phases of a shared or virtualised machine")
     p.add_argument("--secondary-epochs", type=int, default=2, help="timed epochs of the float64 and IWAE rows")
     p.add_argument("--secondary-warmup", type=int, default=1, help="warm-up epochs of the float64 and IWAE rows")
+    p.add_argument("--train-images", type=int, default=N_TRAIN,
+                   help="use only the first N training images per epoch (a smoke test; the table's times are then "
+                        "not per full epoch)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size of the main and float64 rows")
     p.add_argument("--iwae-batch-size", type=int, default=100, help="batch size of the IWAE-model row")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (both frameworks)")
@@ -787,7 +876,10 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="only the main comparison (with the breakdown): implies --skip-float64 --skip-iwae "
                         "--skip-loglik --profile-steps 0")
-    p.add_argument("--no-torch", action="store_true", help="time npvae only, even if PyTorch is importable")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
+                   help="comma-separated frameworks to time, in this order within each round (peers that are "
+                        "not importable are skipped with a message)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out (same as omitting it from --frameworks)")
     p.add_argument("--skip-float64", action="store_true", help="skip the float64 rows")
     p.add_argument("--skip-iwae", action="store_true", help="skip the IWAE-paper model rows (784-200-200-50 tanh)")
     p.add_argument("--skip-loglik", action="store_true", help="skip the log_likelihood rows")
@@ -815,7 +907,14 @@ def parse_args(argv=None):
     if a.quick:
         a.skip_float64 = a.skip_iwae = a.skip_loglik = True
         a.profile_steps = 0
-    for name in ("threads", "epochs", "rounds", "secondary_epochs", "batch_size", "iwae_batch_size", "matmul_reps",
+    a.frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]
+    bad = [f for f in a.frameworks if f not in FRAMEWORKS]
+    if bad or "npvae" not in a.frameworks or len(set(a.frameworks)) != len(a.frameworks):
+        p.error(f"--frameworks: expected distinct names from {', '.join(FRAMEWORKS)} including npvae, "
+                f"got {','.join(a.frameworks)}")
+    if a.no_torch and "torch" in a.frameworks:
+        a.frameworks.remove("torch")
+    for name in ("threads", "epochs", "rounds", "train_images", "secondary_epochs", "batch_size", "iwae_batch_size", "matmul_reps",
                  "ll_k", "ll_images", "ll_batch_size", "profile_top"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -825,11 +924,10 @@ def parse_args(argv=None):
     return a
 
 
-def plan(a, with_torch: bool) -> list[tuple[str, dict]]:
-    base = {"data_dir": a.data_dir, "seed": a.seed, "lr": a.lr, "threads": a.threads,
+def plan(a, fws: list[str]) -> list[tuple[str, dict]]:
+    base = {"data_dir": a.data_dir, "seed": a.seed, "lr": a.lr, "threads": a.threads, "train_images": a.train_images,
             "matmul_reps": a.matmul_reps, "retries": a.retries, "wait_idle": a.wait_idle,
             "idle_threshold": a.idle_threshold}
-    fws = ["npvae"] + (["torch"] if with_torch else [])
     jobs = []
 
     def train(row, fw, arch, dtype, bs, warmup, epochs, breakdown=False):
@@ -847,7 +945,7 @@ def plan(a, with_torch: bool) -> list[tuple[str, dict]]:
         for fw in fws:
             train("iwae", fw, "iwae", "float32", a.iwae_batch_size, a.secondary_warmup, a.secondary_epochs)
     if not a.skip_loglik:
-        for fw in fws:
+        for fw in (f for f in fws if f != "jax"):  # no JAX log-likelihood estimator here
             jobs.append(("loglik", {**base, "kind": "loglik", "framework": fw, "ll_k": a.ll_k,
                                     "ll_images": a.ll_images, "ll_batch_size": a.ll_batch_size}))
     if a.profile_steps > 0:
@@ -867,7 +965,7 @@ def render(report: dict) -> str:
     m = report["meta"]
     L = []
     cpu = m["cpu"]
-    L.append("npvae vs PyTorch: VAE training benchmark")
+    L.append("npvae vs PyTorch vs JAX: VAE training benchmark")
     L.append(f"date        : {m['date']}   npvae commit {m['git']['commit'][:10] or '?'}"
              + (f" (+ uncommitted changes in {', '.join(m['git']['npvae_uncommitted'])})"
                 if m["git"]["npvae_uncommitted"] else ""))
@@ -877,12 +975,15 @@ def render(report: dict) -> str:
     v = m["versions"]
     blas = v.get("blas", {})
     env = ", ".join(f"{k}={m['threads']}" for k in THREAD_VARS[:3])
-    L.append(f"threads     : {m['threads']} for both (env {env};"
+    L.append(f"threads     : {m['threads']} for all (env {env};"
              f" OpenBLAS reports {blas.get('threads', '?')}; torch.get_num_threads() = {v.get('torch_threads', '-')})")
     L.append(f"versions    : Python {v['python']}, numpy {v['numpy']} ({blas.get('config', 'BLAS ?')}; core "
-             f"{blas.get('corename', '?')}), scipy {v['scipy']}, torch {v.get('torch', 'not available')}")
+             f"{blas.get('corename', '?')}), scipy {v['scipy']}, torch {v.get('torch', 'not run')}, jax "
+             f"{v.get('jax', 'not run')} (jaxlib {v.get('jaxlib', '-')}, optax {v.get('optax', '-')}, "
+             f"XLA_FLAGS '{v.get('xla_flags', '')}')")
     L.append(f"setup       : Bernoulli VAE, per-example mean -ELBO, Adam lr {m['lr']}, dynamic binarization, "
-             f"{N_TRAIN} training images per epoch (last batch partial), same initial weights in both")
+             f"{m.get('train_images', N_TRAIN)} training images per epoch (last batch partial), same initial weights and "
+             f"batches in all")
     L.append(f"data prep   : {DATA_PREP_NOTE}")
     L.append(f"load average: {m['loadavg_start']} at start, {m['loadavg_end']} at end")
     L.append("")
@@ -918,12 +1019,13 @@ def render(report: dict) -> str:
     if worst is not None and worst > 0.2:
         L.append(f"WARNING: other processes used up to {worst:.2f} CPUs during some timings (column 'other'): "
                  f"those rows are slowed down and not comparable; rerun on an idle machine (see --wait-idle)")
-    if report["ratios"]:
+    names = {"torch": "PyTorch", "jax": "JAX"}
+    for peer, by_row in report["ratios"].items():
         L.append("")
-        L.append("ratio npvae / PyTorch (median wall time): " + ", ".join(
-            f"{k} {v:.2f}x" for k, v in report["ratios"].items()) + "   (> 1: npvae slower)")
-        L.append("ratio npvae / PyTorch (fastest epoch)   : " + ", ".join(
-            f"{k} {v:.2f}x" for k, v in report["ratios_by_min"].items()))
+        L.append(f"ratio npvae / {names[peer]} (median wall time): " + ", ".join(
+            f"{k} {v:.2f}x" for k, v in by_row.items()) + "   (> 1: npvae slower)")
+        L.append(f"ratio npvae / {names[peer]} (fastest epoch)   : " + ", ".join(
+            f"{k} {v:.2f}x" for k, v in report["ratios_by_min"][peer].items()))
     for r in report["rows"]:
         if len(r.get("rounds", [])) > 1:
             L.append(f"main rounds, {r['framework']}: per-round median s/epoch "
@@ -940,7 +1042,7 @@ def render(report: dict) -> str:
         def line(name, s):
             L.append(f"  {name:<58}{s:>9.3f}{100 * s / ep:>8.1f}%{1e3 * s / nsteps:>9.3f}")
         ph = b["phases_s"]
-        line("data prep (gather + /255 + Bernoulli draw, numpy)", ph["data"])
+        line("data prep (gather + exact Bernoulli draw, numpy)", ph["data"])
         line("model forward + backward", b["forward_backward_s"])
         line("  forward", ph["forward"])
         line("  backward", ph["backward"])
@@ -967,6 +1069,16 @@ def render(report: dict) -> str:
                         ("backward", "backward (autograd)"), ("optimizer", "zero_grad + Adam.step")):
             s = tb["phases_s"][k]
             L.append(f"  {name:<58}{s:>9.3f}{100 * s / ep:>8.1f}%")
+    jb = report.get("breakdown", {}).get("jax")
+    if jb:
+        ep = jb["epoch_wall_s"]
+        L.append("")
+        L.append(f"JAX step breakdown (main config, one instrumented epoch: {ep:.2f} s wall, other load "
+                 f"{fmt(jb['other_cpus'])} CPUs)")
+        for k, name in (("data", "data prep (same numpy code)"),
+                        ("step", "jitted step (copy in, forward, grad, optax Adam, loss out)")):
+            s = jb["phases_s"][k]
+            L.append(f"  {name:<58}{s:>9.3f}{100 * s / ep:>8.1f}%")
     prof = report.get("profile")
     if prof and "by_tottime" in prof:
         L.append("")
@@ -989,14 +1101,15 @@ def main(argv=None) -> int:
             raise SystemExit("--worker needs --worker-out")
         return worker_main(a.worker, a.worker_out)
 
-    with_torch = not a.no_torch and torch_available()
-    if not a.no_torch and not with_torch:
-        log("PyTorch is not importable: timing npvae only (install the CPU wheel to compare)")
-    jobs = plan(a, with_torch)
+    fws = [f for f in a.frameworks if available(f)]
+    for f in a.frameworks:
+        if f not in fws:
+            log(f"{f} is not importable: leaving it out (pip install -e '.[bench]' installs the pinned peers)")
+    jobs = plan(a, fws)
     loadavg = lambda: open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []  # noqa
     meta = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_info(), "threads": a.threads,
             "lr": a.lr, "git": git_info(), "platform": platform.platform(), "argv": sys.argv[1:],
-            "data_prep": DATA_PREP_NOTE, "loadavg_start": " ".join(loadavg())}
+            "data_prep": DATA_PREP_NOTE, "loadavg_start": " ".join(loadavg()), "train_images": a.train_images}
     log(f"{len(jobs)} jobs, {a.threads} thread(s) each; load average {meta['loadavg_start']}")
     rows, breakdown, profile, vers = [], {}, None, {}
     t_all = time.perf_counter()
@@ -1007,7 +1120,8 @@ def main(argv=None) -> int:
         res["waited_for_idle_s"], res["other_cpus_before"] = waited, load
         log(f"    done in {res.get('job_s', 0):.1f} s")
         if "versions" in res:
-            vers.update({k: v for k, v in res["versions"].items() if k not in vers or k.startswith("torch")})
+            vers.update({k: v for k, v in res["versions"].items()
+                         if k not in vers or k.startswith(("torch", "jax", "optax", "xla"))})
         if row == "profile":
             profile = res
             continue
@@ -1028,12 +1142,13 @@ def main(argv=None) -> int:
     meta["versions"] = vers
     meta["loadavg_end"] = " ".join(loadavg())
     meta["total_s"] = time.perf_counter() - t_all
-    ratios, ratios_min = {}, {}
-    for row in ("main", "float64", "iwae", "loglik"):
-        r = {x["framework"]: x["result"] for x in rows if x["row"] == row}
-        if "npvae" in r and "torch" in r and "median_s" in r["npvae"] and "median_s" in r["torch"]:
-            ratios[row] = r["npvae"]["median_s"] / r["torch"]["median_s"]
-            ratios_min[row] = r["npvae"]["min_s"] / r["torch"]["min_s"]
+    ratios, ratios_min = {}, {}  # {peer: {row: npvae time / peer time}}
+    for peer in (f for f in fws if f != "npvae"):
+        for row in ("main", "float64", "iwae", "loglik"):
+            r = {x["framework"]: x["result"] for x in rows if x["row"] == row}
+            if "median_s" in r.get("npvae", {}) and "median_s" in r.get(peer, {}):
+                ratios.setdefault(peer, {})[row] = r["npvae"]["median_s"] / r[peer]["median_s"]
+                ratios_min.setdefault(peer, {})[row] = r["npvae"]["min_s"] / r[peer]["min_s"]
     report = {"meta": meta, "settings": {k: v for k, v in vars(a).items() if not k.startswith("worker")},
               "rows": rows, "ratios": ratios, "ratios_by_min": ratios_min, "breakdown": breakdown, "profile": profile}
     text = render(report)
