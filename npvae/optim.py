@@ -890,23 +890,16 @@ class AdamW(Adam):
     scaled by the schedule multiplier :math:`\eta_t` only, so the paper's :math:`\lambda`
     corresponds to ``lr * weight_decay`` here.
 
-    Why decouple. L2 regularisation is MAP estimation with a Gaussian prior on the
-    weights, :math:`p(\theta) = \mathcal N(0, \lambda^{-1} I)`: maximising
-    :math:`\log p(x \mid \theta) + \log p(\theta)` instead of the likelihood alone (MLE =
-    no prior, MAP = with the prior) adds :math:`-\tfrac{\lambda}{2}\|\theta\|^2` to the
-    objective and :math:`-\lambda\theta` to its gradient. Kingma & Welling (2014,
-    "Auto-Encoding Variational Bayes") pose exactly this choice for the generative
-    parameters (section 2.1: "approximate ML or MAP estimation for the parameters
-    :math:`\theta`") and in their experiments (section 5) add "a small weight decay term
-    corresponding to a prior :math:`p(\theta) = \mathcal N(0, I)`"; their appendix F
-    instead treats :math:`\theta` fully variationally. (If the loss is averaged over
-    :math:`N` training examples, the prior's share per example is :math:`\lambda / N`.)
-    For SGD, adding :math:`\lambda\theta` to the gradient and decaying the weights are
-    the same update. For Adam they are not: a coupled L2 gradient would be divided by
-    the adaptive denominator :math:`\sqrt{\hat v_t} + \epsilon` like the rest of the
-    gradient, so weights with large gradient history would be regularised less - no
-    longer MAP with a fixed prior. AdamW therefore applies the decay outside the adaptive
-    step, at the same rate for every weight (Loshchilov & Hutter 2019, section 2).
+    Why decouple (Loshchilov & Hutter 2019, section 2). For SGD, adding
+    :math:`\lambda\theta` to the gradient and decaying the weights are the same update.
+    For Adam they are not: a coupled L2 gradient is divided by :math:`\sqrt{\hat v_t} +
+    \epsilon` like the rest, so weights with a large gradient history are regularised
+    less per step. Its stationary points are still those of the MAP objective with the
+    prior :math:`N(0, 1/(\lambda N))` (for a loss averaged over N examples); AdamW's
+    stationary points instead satisfy :math:`\nabla = -\lambda(\sqrt{\hat v} +
+    \epsilon)\theta`, MAP under a per-weight prior whose width depends on the gradient
+    history. MLE vs MAP and weight decay as a Gaussian prior are worked out, with a
+    measured figure, in ``docs/guide.md`` section 15 (``demos/guide/map_prior.py``).
 
     Parameters
     ----------
