@@ -28,71 +28,51 @@ from __future__ import annotations
 import numpy as np
 
 from .. import distributions as dist
-from .. import evaluate
 from .._checks import check_float, check_int
 from ..dirichlet import check_alpha, dirichlet_laplace_prior, softmax, softmax_backward
-from ..layers import MLP
 from . import elbo
-from .parts import (GaussianHead, Terms, build_from_config, check_x, check_z, collect, common_config,
-                    decode_sample, log_prob_fn, noise, set_common)
+from .parts import Terms, check_x, check_z, decode_sample, noise
+from .vae import VAE
 
 __all__ = ["DirichletVAE"]
 
 
-class DirichletVAE:
+class DirichletVAE(VAE):
     r"""A VAE whose decoder reads :math:`\theta = \mathrm{softmax}(z)` and whose prior is a Laplace-approximated Dirichlet.
 
     Parameters as :class:`npvae.models.VAE` (``z_dim`` = K >= 2 components), plus
     ``alpha``: the Dirichlet concentration, a positive float (symmetric) or K positive
     values (default 0.3: sparse proportions). ``prior_mu``, ``prior_logvar`` (K,) model
-    dtype hold :math:`\mu_0, \log\sigma_0^2`. Raises TypeError/ValueError naming a bad
+    dtype hold :math:`\mu_0, \log\sigma_0^2`. The encoder, ``encode``, ``posterior_means``
+    and the importance-sampling wrappers are the VAE's; the decoder input, the prior, the
+    sampler and the weights are this model's. Raises TypeError/ValueError naming a bad
     argument (``z_dim`` < 2, ``alpha`` of another length or not positive, ...).
     """
 
     kind = "dirichlet"
-    conditional = False
-    loss_name = "neg_elbo"
 
     def __init__(self, x_dim: int, z_dim: int, hidden=(400,), activation: str = "relu",
                  likelihood: str = "bernoulli", *, alpha=0.3, rng: np.random.Generator, dtype=np.float32,
                  sigma_x: float = 1.0, per_pixel_sigma: bool = False, init: str = "glorot_uniform") -> None:
         check_int(z_dim, "z_dim", minimum=2)  # a simplex needs K >= 2 components
-        kw = set_common(self, x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=dtype, sigma_x=sigma_x,
-                        per_pixel_sigma=per_pixel_sigma, init=init)
+        super().__init__(x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=dtype, sigma_x=sigma_x,
+                         per_pixel_sigma=per_pixel_sigma, init=init)
         a = check_alpha(alpha, self.z_dim)
         self.alpha = float(alpha) if np.ndim(alpha) == 0 else a.tolist()  # JSON-able, as given
         mu0, logvar0 = dirichlet_laplace_prior(a, self.z_dim)
         self.prior_mu, self.prior_logvar = mu0.astype(self.dtype), logvar0.astype(self.dtype)
         self._prior = (self.prior_mu, self.prior_logvar)
-        self.noise_dim = self.z_dim
-        self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim), self.activation, **kw)
-        self.encoder[0].skip_input_grad = True  # x is data: no dL/dx
-        self.head = GaussianHead(self.z_dim)
-        self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
-        self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)
-        self._cache = None
 
     @property
     def config(self) -> dict:
         """The constructor arguments (``alpha`` a float or a list), ``kind`` = "dirichlet"; JSON-able."""
-        return common_config(self, alpha=self.alpha)
-
-    @classmethod
-    def from_config(cls, config: dict, *, rng: np.random.Generator):
-        """A model built from :attr:`config` (weights freshly initialized from ``rng``)."""
-        return build_from_config(cls, config, rng=rng)
+        return {**super().config, "alpha": self.alpha}
 
     def __repr__(self) -> str:
         sizes = "-".join(map(str, (self.x_dim, *self.hidden, self.z_dim)))
         return f"DirichletVAE({sizes}, alpha={self.alpha}, likelihood={self.likelihood_name!r}, dtype={self.dtype})"
 
     # ---- encode, decode, sample ------------------------------------------------------
-    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``mu``, ``logvar`` of q(z|x) in z-space (before the softmax): each (batch, K), model dtype."""
-        self._cache = None  # the layers' caches now belong to this call
-        mu, logvar = self.head.forward(self.encoder.forward(check_x(x, self.x_dim, self.dtype, self.likelihood_name)))
-        return mu.copy(), logvar.copy()
-
     def topic_proportions(self, x: np.ndarray) -> np.ndarray:
         r""":math:`\theta = \mathrm{softmax}(\mu(x))`: (batch, K), model dtype, rows positive and summing to 1."""
         return softmax(self.encode(x)[0])
@@ -157,11 +137,6 @@ class DirichletVAE:
         return self.grads
 
     # ---- importance sampling: the model's side of npvae.evaluate ---------------------
-    def proposal(self, x: np.ndarray):
-        """Encode once for :func:`npvae.evaluate.iwae_bound`: (x, mu, logvar, log p(x|.) function)."""
-        mu, logvar = self.encode(x)
-        return x, mu, logvar, log_prob_fn(self.likelihood, x)
-
     def log_weights(self, q, eps: np.ndarray) -> np.ndarray:
         r""":math:`\log p(x|\mathrm{softmax}(z)) + \log N(z;\mu_0,\sigma_0^2) - \log q(z|x)` at :math:`z = \mu + \sigma\epsilon`: (k, B) float64.
 
@@ -171,17 +146,3 @@ class DirichletVAE:
         x, mu, logvar, log_prob = q
         return elbo.log_weights(x, mu, logvar, log_prob, eps, lambda z: self.decoder.forward(softmax(z)),
                                 prior=self._prior)
-
-    def iwae_bound(self, x, k: int, *, rng=None, eps=None, chunk_size=None) -> np.ndarray:
-        """:func:`npvae.evaluate.iwae_bound` of this model: (batch,) float64 nats."""
-        return evaluate.iwae_bound(self, x, k, rng=rng, eps=eps, chunk_size=chunk_size)
-
-    def log_likelihood(self, x, k: int = 5000, *, rng, batch_size: int = 100, progress: bool = False) -> np.ndarray:
-        """:func:`npvae.evaluate.log_likelihood` (under the Laplace prior in z-space): (N,) float64 nats."""
-        return evaluate.log_likelihood(self, x, k, rng=rng, batch_size=batch_size, progress=progress)
-
-    def posterior_means(self, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
-        """``mu(x)`` in z-space, ``batch_size`` examples at a time: (N, K), model dtype."""
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
-        check_x(x, self.x_dim, self.dtype, self.likelihood_name)
-        return np.concatenate([self.encode(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)])
