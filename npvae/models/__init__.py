@@ -56,7 +56,8 @@ Probabilistic models (all but the AE) also have:
 
 Models
 ------
-``VAE`` (vae.py), ``AE`` (ae.py), ``CVAE`` (cvae.py), ``IWAE`` (iwae.py), ``DirichletVAE`` (dirichlet_vae.py).
+``VAE`` (vae.py), ``AE`` (ae.py), ``CVAE`` (cvae.py), ``IWAE`` (iwae.py), ``DirichletVAE`` (dirichlet_vae.py),
+``FlowVAE`` (flow_vae.py).
 """
 
 from __future__ import annotations
@@ -67,13 +68,14 @@ from .parts import LIKELIHOODS, LOGVAR_MAX, LOGVAR_MIN, Terms
 from .ae import AE
 from .cvae import CVAE
 from .dirichlet_vae import DirichletVAE
+from .flow_vae import FlowVAE
 from .iwae import IWAE
 from .vae import VAE
 
-__all__ = ["VAE", "AE", "CVAE", "DirichletVAE", "IWAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
+__all__ = ["VAE", "AE", "CVAE", "DirichletVAE", "IWAE", "FlowVAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
 
 #: kind -> model class: the registry :func:`build_model` and :func:`from_config` read.
-MODELS = {"vae": VAE, "ae": AE, "cvae": CVAE, "iwae": IWAE, "dirichlet": DirichletVAE}
+MODELS = {"vae": VAE, "ae": AE, "cvae": CVAE, "iwae": IWAE, "dirichlet": DirichletVAE, "flow": FlowVAE}
 
 
 def _model_class(kind: str):
