@@ -59,14 +59,6 @@ def mnist_dir():
 @pytest.fixture(scope="session")
 def fake_mnist(tmp_path_factory):
     """A small dataset in the MNIST file format: blurry class prototypes plus noise (1,200 / 300 images)."""
-    from npvae import data as npdata
+    from helpers import write_fake_mnist
 
-    folder = tmp_path_factory.mktemp("fake_mnist")
-    rng = np.random.default_rng(0)
-    protos = rng.random((10, 28, 28)) ** 4
-    for prefix, n in (("train", 1200), ("t10k", 300)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = np.clip(protos[labels] + 0.1 * rng.standard_normal((n, 28, 28)), 0, 1)
-        npdata.write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (images * 255).astype(np.uint8))
-        npdata.write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return folder
+    return write_fake_mnist(tmp_path_factory.mktemp("fake_mnist"), 1200, 300)

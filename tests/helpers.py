@@ -15,8 +15,8 @@ def kink_margin(model: VAE) -> float:
 
 
 def small_vae(likelihood="bernoulli", activation="tanh", *, seed=0, x_dim=6, z_dim=3, hidden=(5, 4),
-              batch=4, n_samples=1, margin=0.05, **kw):
-    """A small float64 VAE with random (nonzero) biases, data x and fixed eps.
+              batch=4, n_samples=1, margin=0.05, model_cls=VAE, **kw):
+    """A small float64 VAE (or ``model_cls`` with the VAE's constructor) with random biases, data x and fixed eps.
 
     Biases are drawn at random so that no ReLU pre-activation sits exactly on its kink
     (with zero biases a dead unit upstream puts the next pre-activation at exactly 0);
@@ -25,7 +25,7 @@ def small_vae(likelihood="bernoulli", activation="tanh", *, seed=0, x_dim=6, z_d
     """
     for s in range(seed, seed + 1000):
         rng = np.random.default_rng(s)
-        model = VAE(x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=np.float64, **kw)
+        model = model_cls(x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=np.float64, **kw)
         for name, p in model.params.items():
             if name.endswith(".b"):
                 p[...] = rng.normal(0.0, 0.5, p.shape)
@@ -45,3 +45,17 @@ def numeric():
     25x the active profile's examples: 1,000 in CI, 10,000 with ``thorough``.
     """
     return settings(max_examples=25 * settings.default.max_examples)
+
+
+def write_fake_mnist(folder, n_train: int, n_test: int):
+    """Write a small dataset in the MNIST file format into ``folder``: class prototypes plus noise."""
+    from npvae import data as npdata
+
+    rng = np.random.default_rng(0)
+    protos = rng.random((10, 28, 28)) ** 4
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = np.clip(protos[labels] + 0.1 * rng.standard_normal((n, 28, 28)), 0, 1)
+        npdata.write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (images * 255).astype(np.uint8))
+        npdata.write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder

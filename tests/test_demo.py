@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npvae import data as npdata
 from npvae.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,20 +25,6 @@ def _load_demo():
 
 
 demo = _load_demo()
-
-
-@pytest.fixture(scope="module")
-def fake_mnist(tmp_path_factory):
-    """A small dataset in the MNIST file format: blurry class prototypes plus noise."""
-    folder = tmp_path_factory.mktemp("fake_mnist")
-    rng = np.random.default_rng(0)
-    protos = rng.random((10, 28, 28)) ** 4
-    for prefix, n in (("train", 1200), ("t10k", 300)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = np.clip(protos[labels] + 0.1 * rng.standard_normal((n, 28, 28)), 0, 1)
-        npdata.write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (images * 255).astype(np.uint8))
-        npdata.write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return folder
 
 
 def test_help_documents_every_flag(capsys):
@@ -184,9 +169,10 @@ MODEL_FIGURES = {  # the figures that fit each model, beyond reconstructions, cu
     "cvae": ["class_samples.png", "same_z.png"],
     "dirichlet": ["samples.png", "interpolation.png", "manifold.png", "theta_by_class.png"],
     "iwae": ["samples.png", "interpolation.png", "manifold.png"],
+    "flow": ["samples.png", "interpolation.png", "manifold.png"],
 }
 OBJECTIVE = {"vae": "neg_elbo", "ae": "neg_log_likelihood", "cvae": "neg_elbo", "dirichlet": "neg_elbo",
-             "iwae": "neg_iwae_bound"}
+             "iwae": "neg_iwae_bound", "flow": "neg_elbo"}
 
 
 def _tiny(kind, data_dir, out, *extra):

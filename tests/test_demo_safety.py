@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from helpers import write_fake_mnist
 import PIL.Image
 import pytest
 
-from npvae import data as npdata
 from npvae.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,15 +38,7 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 @pytest.fixture(scope="module")
 def tiny_mnist(tmp_path_factory):
     """300 training and 100 test images in the MNIST file format (class prototypes plus noise)."""
-    folder = tmp_path_factory.mktemp("tiny_mnist")
-    rng = np.random.default_rng(0)
-    protos = rng.random((10, 28, 28)) ** 4
-    for prefix, n in (("train", 300), ("t10k", 100)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = np.clip(protos[labels] + 0.1 * rng.standard_normal((n, 28, 28)), 0, 1)
-        npdata.write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (images * 255).astype(np.uint8))
-        npdata.write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return folder
+    return write_fake_mnist(tmp_path_factory.mktemp("tiny_mnist"), 300, 100)
 
 
 def _flags(data_dir, out, *extra):

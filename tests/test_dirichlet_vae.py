@@ -12,7 +12,7 @@ from npvae.models import DirichletVAE, from_config
 from npvae.optim import Adam
 from npvae.train import TrainConfig, Trainer
 
-from helpers import kink_margin, numeric
+from helpers import numeric, small_vae
 from quadrature import log_px_2d_grid
 
 LIKELIHOODS = ["bernoulli", "gaussian", "gaussian_learned"]
@@ -20,21 +20,9 @@ FD = dict(h=1e-4, order=4)
 MAX_REL = {}
 
 
-def small_dvae(likelihood="bernoulli", activation="tanh", *, seed=0, x_dim=6, z_dim=3, hidden=(5, 4), batch=4,
-               n_samples=1, margin=0.05, **kw):
+def small_dvae(likelihood="bernoulli", activation="tanh", **kw):
     """A small float64 Dirichlet VAE with random biases, data x and eps, all ReLU kinks >= margin away."""
-    for s in range(seed, seed + 1000):
-        rng = np.random.default_rng(s)
-        model = DirichletVAE(x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=np.float64, **kw)
-        for name, p in model.params.items():
-            if name.endswith(".b"):
-                p[...] = rng.normal(0.0, 0.5, p.shape)
-        x = rng.random((batch, x_dim))
-        eps = rng.standard_normal((n_samples, batch, z_dim))
-        model.forward(x, eps=eps, n_samples=n_samples)
-        if kink_margin(model) > margin:
-            return model, x, eps
-    raise AssertionError("no seed found with all pre-activations away from the ReLU kink")
+    return small_vae(likelihood, activation, model_cls=DirichletVAE, **kw)
 
 
 # ----------------------------------------------------------------------------------------
