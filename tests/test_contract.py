@@ -169,3 +169,39 @@ def test_log_likelihood_reports_progress():
     ll = evaluate.log_likelihood(model, x, 5, rng=np.random.default_rng(2), batch_size=10, progress=True, stream=out)
     assert ll.shape == (30,) and np.all(np.isfinite(ll))
     assert "30/30 images" in out.getvalue()
+
+
+def _dicts(obj, attr, seen=None):
+    """Every ``attr`` dict reachable from ``obj`` (its layers, steps, likelihood ...)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or not hasattr(obj, "__dict__"):
+        return []
+    seen.add(id(obj))
+    found = [getattr(obj, attr)] if isinstance(getattr(obj, attr, None), dict) else []
+    for value in vars(obj).values():
+        for child in (value if isinstance(value, (list, tuple)) else [value]):
+            found += _dicts(child, attr, seen)
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_params_and_grads_live_in_one_buffer_shared_with_every_layer(kind):
+    from npvae.optim import _flat_span
+    extra = {"cvae": {"n_classes": 3}, "flow": {"flow": "iaf", "flow_length": 2}}.get(kind, {})
+    args = (6, 3, 2) if kind == "cvae" else (6, 3)
+    model = build_model(kind, *args, hidden=(5,), likelihood="gaussian_learned", rng=np.random.default_rng(0),
+                        dtype=np.float64, **{k: v for k, v in extra.items() if k != "n_classes"})
+    for attr in ("params", "grads"):
+        arrays = list(getattr(model, attr).values())
+        span = _flat_span(arrays)
+        assert span is not None and span.size == sum(a.size for a in arrays)
+        top = {id(a) for a in arrays}
+        for d in _dicts(model, attr):  # every layer's own dict holds the very same views
+            for a in d.values():
+                assert id(a) in top or not np.shares_memory(a, span) and a.size == 0
+    # a training step writes through the layers into the model's dicts
+    x = np.random.default_rng(1).random((4, 6))
+    y = (np.arange(4) % 2,) if kind == "cvae" else ()
+    model.forward(x, *y, rng=np.random.default_rng(2))
+    grads = model.backward()
+    assert all(np.any(g != 0) for name, g in grads.items() if "encoder" in name or "decoder" in name)

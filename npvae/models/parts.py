@@ -174,12 +174,51 @@ def noise(shape, *, rng, eps, dtype) -> np.ndarray:
 
 
 def collect(**parts) -> tuple[dict, dict]:
-    """Flat ``params`` and ``grads`` dicts ("encoder.0.W", ...) of the named parts' live arrays."""
+    """Flat ``params`` and ``grads`` dicts ("encoder.0.W", ...) of the named parts' live arrays.
+
+    The arrays are moved into one contiguous buffer per dict (in the dicts' order, values
+    copied) and every layer's own dicts are pointed at the views, so each layer keeps
+    reading and writing its arrays by name while the optimizer can update the whole model
+    in a few passes over one flat span (:mod:`npvae.optim` detects it). Raises nothing of
+    its own; parts of mixed dtypes keep their separate arrays.
+    """
     params, grads = {}, {}
     for prefix, part in parts.items():
         params.update({f"{prefix}.{k}": v for k, v in part.params.items()})
         grads.update({f"{prefix}.{k}": v for k, v in part.grads.items()})
+    for name, arrays in (("params", params), ("grads", grads)):
+        _one_buffer(arrays, list(parts.values()), name)
     return params, grads
+
+
+def _one_buffer(arrays: dict, parts: list, attr: str) -> None:
+    """Copy ``arrays`` end to end into one new buffer and rebind every ``attr`` dict under ``parts`` to the views."""
+    if not arrays or len({a.dtype for a in arrays.values()}) != 1:
+        return
+    buffer = np.empty(sum(a.size for a in arrays.values()), dtype=next(iter(arrays.values())).dtype)
+    views, start = {}, 0
+    for key, a in arrays.items():
+        view = buffer[start:start + a.size].reshape(a.shape)
+        view[...] = a
+        views[id(a)] = view  # the old arrays stay alive (in the layers' dicts) until rebound
+        arrays[key], start = view, start + a.size
+    _rebind(parts, views, attr, set())
+
+
+def _rebind(objects, views: dict, attr: str, seen: set) -> None:
+    """Point every entry of the ``attr`` dicts of ``objects`` and of their sub-objects at ``views`` (by identity)."""
+    for obj in objects:
+        if id(obj) in seen or not isinstance(getattr(obj, attr, None), dict):
+            continue
+        seen.add(id(obj))
+        d = getattr(obj, attr)
+        for key, value in d.items():
+            if id(value) in views:
+                d[key] = views[id(value)]
+        children = []
+        for value in vars(obj).values():
+            children.extend(value if isinstance(value, (list, tuple)) else [value])
+        _rebind(children, views, attr, seen)
 
 
 def check_hidden(hidden) -> tuple[int, ...]:
