@@ -210,14 +210,3 @@ def test_trainer_with_labels_trains_and_round_trips_a_checkpoint(tmp_path):
     assert fresh.evaluate()["loss"] == t.evaluate()["loss"]
     with pytest.raises(ValueError, match="train_labels: expected class labels for the conditional cvae model"):
         Trainer(t.model, Adam(t.model.params), fake_images(50), rng=np.random.default_rng(0), log=None)
-
-
-def test_zz_report(capsys):
-    """Print the largest relative errors measured above (run with -s to see them)."""
-    with capsys.disabled():
-        for k, v in sorted(MAX_REL.items()):
-            print(f"  max rel error {k:45s} {v:.2e}")
-        n = getattr(test_log_likelihood_converges_to_quadrature, "numbers", None)
-        if n:
-            print("  log p(x|y) exact", np.round(n["exact"], 4), "estimate - exact", n["gap"], "SE", n["se"])
-    assert all(v < 1e-6 for v in MAX_REL.values())
