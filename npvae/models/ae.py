@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_int, check_rng
+from .._checks import check_rng
 from ..layers import MLP
-from .parts import Terms, build_from_config, check_x, check_z, collect, common_config, set_common
+from .parts import Terms, build_from_config, check_x, check_z, collect, common_config, in_batches, set_common
 
 __all__ = ["AE"]
 
@@ -95,9 +95,8 @@ class AE:
 
     def posterior_means(self, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
         """The codes ``encode(x)``, ``batch_size`` examples at a time: (N, z_dim), model dtype."""
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
         check_x(x, self.x_dim, self.dtype, self.likelihood_name)
-        return np.concatenate([self.encode(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        return in_batches(self.encode, x, batch_size=batch_size)
 
     # ---- the loss and its gradient -------------------------------------------------------
     def forward(self, x: np.ndarray, *, rng: np.random.Generator | None = None) -> Terms:

@@ -31,7 +31,7 @@ from .._checks import check_float, check_int
 from ..layers import MLP
 from . import elbo
 from .parts import (GaussianHead, Terms, build_from_config, check_labels, check_x, check_z, collect,
-                    common_config, decode_sample, log_prob_fn, noise, one_hot, set_common)
+                    common_config, decode_sample, in_batches, log_prob_fn, noise, one_hot, set_common)
 
 __all__ = ["CVAE"]
 
@@ -132,11 +132,9 @@ class CVAE:
 
     def posterior_means(self, x: np.ndarray, y: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
         """``mu(x, y)``, ``batch_size`` examples at a time: (N, z_dim), model dtype."""
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
         x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
         check_labels(y, self.n_classes, x.shape[0])
-        return np.concatenate([self.encode(x[i:i + batch_size], y[i:i + batch_size])[0]
-                               for i in range(0, x.shape[0], batch_size)])
+        return in_batches(lambda xb, yb: self.encode(xb, yb)[0], x, y, batch_size=batch_size)
 
     # ---- the conditional ELBO and its gradient ----------------------------------------------
     def forward(self, x: np.ndarray, y: np.ndarray, *, rng: np.random.Generator | None = None,

@@ -54,7 +54,7 @@ from .. import distributions as dist
 from .._checks import check_choice, check_float, check_int
 from ..flows import FLOWS, make_flow
 from ..layers import MLP
-from .parts import (GaussianHead, Terms, check_hidden, check_x, collect, common_config, log_prob_fn, noise,
+from .parts import (GaussianHead, Terms, check_hidden, check_x, collect, common_config, in_batches, log_prob_fn, noise,
                     set_common)
 from .vae import VAE
 
@@ -249,13 +249,13 @@ class FlowVAE(VAE):
 
     def posterior_means(self, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
         """``z_K(mu(x))``, the flow applied to the base mean (see the module docstring): (N, z_dim), model dtype."""
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
         check_x(x, self.x_dim, self.dtype, self.likelihood_name)
-        parts = []
-        for i in range(0, x.shape[0], batch_size):
-            _, mu, _, ctx, _ = self.proposal(x[i:i + batch_size])
-            parts.append(self.flow.forward(mu, ctx)[0])
-        return np.concatenate(parts)
+
+        def flowed_mean(xb):
+            _, mu, _, ctx, _ = self.proposal(xb)
+            return self.flow.forward(mu, ctx)[0]
+
+        return in_batches(flowed_mean, x, batch_size=batch_size)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """``decode(posterior_means(x))``: the mean of p(x|z) at the flow image of the base mean, (batch, x_dim)."""

@@ -24,7 +24,7 @@ from ..layers import ACTIVATIONS
 
 __all__ = ["Terms", "GaussianHead", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX", "make_likelihood", "log_prob_fn",
            "check_x", "check_z", "check_labels", "check_hidden", "one_hot", "noise", "collect", "decode_sample",
-           "set_common", "common_config", "build_from_config"]
+           "set_common", "common_config", "build_from_config", "in_batches"]
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
 LOGVAR_MIN, LOGVAR_MAX = -20.0, 10.0
@@ -219,6 +219,17 @@ def _rebind(objects, views: dict, attr: str, seen: set) -> None:
         for value in vars(obj).values():
             children.extend(value if isinstance(value, (list, tuple)) else [value])
         _rebind(children, views, attr, seen)
+
+
+def in_batches(code, x: np.ndarray, *labels, batch_size: int) -> np.ndarray:
+    """``code(x[i:j], *labels[i:j])`` for consecutive batches of ``batch_size`` rows, concatenated.
+
+    What every model's ``posterior_means`` does: encode a data set without holding every
+    layer's activations for all of it at once. ValueError for ``batch_size`` < 1.
+    """
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    return np.concatenate([code(x[i:i + batch_size], *(y[i:i + batch_size] for y in labels))
+                           for i in range(0, x.shape[0], batch_size)])
 
 
 def check_hidden(hidden) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from .._checks import check_float, check_int
 from ..layers import MLP
 from . import elbo
 from .parts import (GaussianHead, Terms, build_from_config, check_x, check_z, collect, common_config, decode_sample,
-                    log_prob_fn, noise, set_common)
+                    in_batches, log_prob_fn, noise, set_common)
 
 __all__ = ["VAE"]
 
@@ -174,9 +174,8 @@ class VAE:
 
     def posterior_means(self, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
         """``mu(x)``, encoded ``batch_size`` examples at a time: (N, z_dim), model dtype."""
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
         check_x(x, self.x_dim, self.dtype, self.likelihood_name)
-        return np.concatenate([self.encode(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)])
+        return in_batches(lambda xb: self.encode(xb)[0], x, batch_size=batch_size)
 
     def latent_activity(self, x, *, batch_size: int = 1000) -> np.ndarray:
         """:func:`npvae.evaluate.latent_activity`: (z_dim,) float64."""
