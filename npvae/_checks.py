@@ -125,6 +125,13 @@ def check_float(
     return value
 
 
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool; TypeError naming ``name`` for anything but True/False (or a NumPy bool)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_choice(value, name: str, choices) -> str:
     """Return ``value`` if it is one of ``choices``; raise ValueError listing them otherwise."""
     if value not in choices:

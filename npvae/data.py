@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_choice, check_dtype, check_float, check_int, check_rng
+from ._checks import check_bool, check_choice, check_dtype, check_float, check_int, check_rng
 
 __all__ = [
     "DATASETS", "SPLITS", "ENV_VAR", "DataNotFoundError", "ChecksumError", "read_idx", "write_idx",
@@ -225,12 +225,6 @@ def _check_dataset(dataset) -> str:
     return check_choice(dataset, "dataset", tuple(DATASETS))
 
 
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
 def resolve_data_dir(data_dir=None, dataset: str = "mnist") -> Path:
     """Return the folder for ``dataset``: ``data_dir``, else ``$NPVAE_DATA_DIR``, else the cache.
 
@@ -370,7 +364,7 @@ def _fetch_files(dataset, folder: Path, names, *, mirrors=None, progress=True, t
     if not isinstance(mirrors, (list, tuple)) or not mirrors or not all(isinstance(m, str) for m in mirrors):
         raise TypeError(f"mirrors: expected a non-empty list of URL prefixes (str), got {mirrors!r}")
     mirrors = [m if m.endswith("/") else m + "/" for m in mirrors]
-    progress = _check_bool(progress, "progress")
+    progress = check_bool(progress, "progress")
     timeout = check_float(timeout, "timeout", minimum=0, strict_min=True)
     if not names:
         return
@@ -456,7 +450,7 @@ def load_mnist(split: str = "train", *, dataset: str = "mnist", data_dir=None,
     """
     split = check_choice(split, "split", tuple(SPLITS))
     dataset = _check_dataset(dataset)
-    download = _check_bool(download, "download")
+    download = check_bool(download, "download")
     folder = resolve_data_dir(data_dir, dataset)
     missing = [n for n in SPLITS[split] if _find(folder, n) is None]
     if missing:
@@ -638,7 +632,7 @@ def n_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     """
     n = check_int(n, "n", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    return n // batch_size if _check_bool(drop_last, "drop_last") else -(-n // batch_size)
+    return n // batch_size if check_bool(drop_last, "drop_last") else -(-n // batch_size)
 
 
 def minibatches(images: np.ndarray, batch_size: int, *, rng, binarize: str = "dynamic",
@@ -679,7 +673,7 @@ def minibatches(images: np.ndarray, batch_size: int, *, rng, binarize: str = "dy
     images = _check_images(images)
     count = n_batches(len(images), batch_size, drop_last)
     binarize, rng, dtype = _check_binarize(binarize), check_rng(rng), check_dtype(dtype)
-    shuffle = _check_bool(shuffle, "shuffle")
+    shuffle = check_bool(shuffle, "shuffle")
     if labels is not None:
         if not isinstance(labels, np.ndarray):
             raise TypeError(f"labels: expected a numpy.ndarray or None, got {type(labels).__name__}")

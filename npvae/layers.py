@@ -29,7 +29,7 @@ import numpy as np
 from scipy.special import expit
 
 from . import init as _init
-from ._checks import check_array, check_choice, check_dtype, check_float, check_int, check_rng
+from ._checks import check_array, check_bool, check_choice, check_dtype, check_float, check_int, check_rng
 
 __all__ = [
     "Layer",
@@ -360,13 +360,17 @@ class MLP(Sequential):
         Weight initializer name for every Linear layer.
     output_activation : str, optional
         Activation after the last Linear layer (none by default).
+    skip_input_grad : bool
+        The network's input is data (an encoder's x): its first Linear layer then returns
+        ``None`` instead of ``dL/dx``, which saves a matmul as large as its forward.
 
     With ``sizes=(784, 400, 20)`` the layers are Linear(784,400), ReLU, Linear(400,20),
     so the parameter names are "0.W", "0.b", "2.W", "2.b".
     """
 
     def __init__(self, sizes, activation: str = "relu", *, rng: np.random.Generator, dtype=np.float32,
-                 init: str = "glorot_uniform", output_activation: str | None = None) -> None:
+                 init: str = "glorot_uniform", output_activation: str | None = None,
+                 skip_input_grad: bool = False) -> None:
         sizes = tuple(sizes)
         if len(sizes) < 2:
             raise ValueError(f"sizes: expected at least 2 layer sizes (input and output), got {sizes}")
@@ -381,6 +385,7 @@ class MLP(Sequential):
                 layers.append(get_activation(activation))
         if output_activation is not None:
             layers.append(get_activation(output_activation))
+        layers[0].skip_input_grad = check_bool(skip_input_grad, "skip_input_grad")
         super().__init__(*layers)
         self.sizes = sizes
         self.dtype = check_dtype(dtype)

@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from ._checks import check_array, check_dtype, check_float, check_int
+from ._checks import check_array, check_bool, check_dtype, check_float, check_int
 
 __all__ = [
     "Optimizer",
@@ -660,8 +660,7 @@ class SGD(Optimizer):
         momentum = check_float(momentum, m_name, minimum=0.0)
         if not momentum < 1.0:
             raise ValueError(f"{m_name}: expected a number in [0, 1), got {momentum}")
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"{n_name}: expected a bool, got {type(nesterov).__name__} {nesterov!r}")
+        nesterov = check_bool(nesterov, n_name)
         if nesterov and momentum == 0.0:
             raise ValueError(f"{n_name}: expected nesterov=False when momentum is 0 (Nesterov needs momentum "
                              f"> 0), got nesterov=True with momentum=0")

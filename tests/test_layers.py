@@ -790,3 +790,18 @@ def test_backward_rejects_dy_of_another_dtype():
     relu.forward(np.ones((2, 2), np.float64))
     with pytest.raises(TypeError, match="dy: expected dtype float64, got dtype float32"):
         relu.backward(np.ones((2, 2), np.float32))
+
+
+def test_mlp_can_skip_its_input_gradient():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4))
+    for skip in (False, True):
+        mlp = L.MLP((4, 5, 2), "tanh", rng=np.random.default_rng(1), dtype=np.float64, skip_input_grad=skip)
+        y = mlp.forward(x)
+        dx = mlp.backward(np.ones_like(y))
+        assert (dx is None) == skip
+        if skip:  # the parameter gradients are the same either way
+            np.testing.assert_array_equal(mlp.grads["0.W"], kept)
+        kept = mlp.grads["0.W"].copy()
+    with pytest.raises(TypeError, match="skip_input_grad: expected True or False, got str 'yes'"):
+        L.MLP((4, 2), rng=rng, skip_input_grad="yes")

@@ -58,8 +58,7 @@ class AE:
                  sigma_x: float = 1.0, per_pixel_sigma: bool = False, init: str = "glorot_uniform") -> None:
         kw = set_common(self, x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=dtype, sigma_x=sigma_x,
                         per_pixel_sigma=per_pixel_sigma, init=init)
-        self.encoder = MLP((self.x_dim, *self.hidden, self.z_dim), self.activation, **kw)
-        self.encoder[0].skip_input_grad = True  # x is data: dL/dx is never needed
+        self.encoder = MLP((self.x_dim, *self.hidden, self.z_dim), self.activation, skip_input_grad=True, **kw)
         self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
         self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)
         self._batch = None  # batch size of the last forward; None when there is nothing to differentiate

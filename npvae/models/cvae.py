@@ -59,8 +59,7 @@ class CVAE:
         self.n_classes = check_int(n_classes, "n_classes", minimum=2)
         self.noise_dim = self.z_dim
         C = self.n_classes
-        self.encoder = MLP((self.x_dim + C, *self.hidden, 2 * self.z_dim), self.activation, **kw)
-        self.encoder[0].skip_input_grad = True  # [x, onehot(y)] is data
+        self.encoder = MLP((self.x_dim + C, *self.hidden, 2 * self.z_dim), self.activation, skip_input_grad=True, **kw)
         self.head = GaussianHead(self.z_dim)
         self.decoder = MLP((self.z_dim + C, *reversed(self.hidden), self.x_dim), self.activation, **kw)
         self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)

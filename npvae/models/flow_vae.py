@@ -127,8 +127,7 @@ class FlowVAE(VAE):
         default_ctx = self.z_dim if flow == "iaf" else 0
         self.context_dim = default_ctx if context_dim is None else check_int(context_dim, "context_dim", minimum=0)
         self.noise_dim, C = self.z_dim, self.context_dim
-        self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim + C), self.activation, **kw)
-        self.encoder[0].skip_input_grad = True  # x is data: no dL/dx
+        self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim + C), self.activation, skip_input_grad=True, **kw)
         self.head = _ContextHead(self.z_dim, C)
         self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
         self.flow = make_flow(flow, self.z_dim, self.flow_length, hidden=self.flow_hidden, context_dim=C,

@@ -68,9 +68,8 @@ class VAE:
         kw = set_common(self, x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=dtype, sigma_x=sigma_x,
                         per_pixel_sigma=per_pixel_sigma, init=init)
         self.noise_dim = self.z_dim
-        self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim), self.activation, **kw)
         # x is data: nobody needs dL/dx, and skipping it saves a matmul as big as the first layer's
-        self.encoder[0].skip_input_grad = True
+        self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim), self.activation, skip_input_grad=True, **kw)
         self.head = GaussianHead(self.z_dim)
         self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
         self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)
