@@ -59,3 +59,11 @@ def write_fake_mnist(folder, n_train: int, n_test: int):
         npdata.write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (images * 255).astype(np.uint8))
         npdata.write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return folder
+
+
+def fake_images(n, seed=0, side=8):
+    """uint8 'digits': a few blurred prototypes plus noise, (n, side, side)."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((5, side, side)) ** 3
+    img = np.clip(protos[rng.integers(0, 5, n)] + 0.15 * rng.standard_normal((n, side, side)), 0, 1)
+    return (img * 255).astype(np.uint8)

@@ -11,7 +11,7 @@ from npvae.models import AE, VAE, from_config
 from npvae.optim import Adam
 from npvae.train import TrainConfig, Trainer
 
-from helpers import kink_margin
+from helpers import fake_images, kink_margin
 
 LIKELIHOODS = ["bernoulli", "gaussian", "gaussian_learned"]
 FD = dict(h=1e-4, order=4)  # as tests/test_vae.py: fourth-order stencil, probes far from ReLU kinks
@@ -153,13 +153,6 @@ def test_config_round_trip_and_errors(rng):
         model.forward(np.zeros((4, 9)))
     with pytest.raises(ValueError, match=r"z: expected shape \(\*, 3\)"):
         model.decode(np.zeros((2, 4)))
-
-
-def fake_images(n, seed=0, side=8):
-    rng = np.random.default_rng(seed)
-    protos = rng.random((5, side, side)) ** 3
-    img = np.clip(protos[rng.integers(0, 5, n)] + 0.15 * rng.standard_normal((n, side, side)), 0, 1)
-    return (img * 255).astype(np.uint8)
 
 
 def test_trainer_trains_and_round_trips_a_checkpoint(tmp_path):

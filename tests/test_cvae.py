@@ -11,7 +11,8 @@ from npvae.optim import Adam
 from npvae.train import TrainConfig, Trainer
 
 from quadrature import log_px_1d
-from test_ae import FD, LIKELIHOODS, fake_images, small_model
+from helpers import fake_images
+from test_ae import FD, LIKELIHOODS, small_model
 
 C = 3  # classes in the small models
 MAX_REL = {}

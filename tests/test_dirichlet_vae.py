@@ -12,7 +12,7 @@ from npvae.models import DirichletVAE, from_config
 from npvae.optim import Adam
 from npvae.train import TrainConfig, Trainer
 
-from helpers import numeric, small_vae
+from helpers import fake_images, numeric, small_vae
 from quadrature import log_px_2d_grid
 
 LIKELIHOODS = ["bernoulli", "gaussian", "gaussian_learned"]
@@ -277,7 +277,6 @@ def test_other_errors(rng):
 
 
 def test_trainer_trains_and_round_trips_a_checkpoint(tmp_path):
-    from test_train import fake_images
 
     def make():
         model = DirichletVAE(64, 3, (16,), alpha=[0.3, 0.5, 1.0], rng=np.random.default_rng(0), dtype=np.float64)

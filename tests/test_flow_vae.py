@@ -10,8 +10,8 @@ from npvae.models import IWAE, FlowVAE, from_config
 from npvae.optim import Adam
 from npvae.train import TrainConfig, Trainer
 
+from helpers import fake_images
 from quadrature import log_px_2d_grid
-from test_iwae import fake_images
 
 LIKELIHOODS = ["bernoulli", "gaussian", "gaussian_learned"]
 FD = dict(h=1e-4, order=4)  # fourth-order stencil, as tests/test_vae.py; tanh everywhere: no kinks to cross

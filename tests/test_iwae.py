@@ -10,7 +10,7 @@ from npvae.models import IWAE, VAE, from_config
 from npvae.optim import Adam
 from npvae.train import TrainConfig, Trainer
 
-from helpers import kink_margin
+from helpers import fake_images, kink_margin
 from quadrature import log_px_1d
 
 LIKELIHOODS = ["bernoulli", "gaussian", "gaussian_learned"]
@@ -276,13 +276,6 @@ def test_reproducible_from_the_seed():
 # ----------------------------------------------------------------------------------------
 # Contract, Trainer, errors
 # ----------------------------------------------------------------------------------------
-
-def fake_images(n, seed=0, side=8):
-    rng = np.random.default_rng(seed)
-    protos = rng.random((5, side, side)) ** 3
-    img = np.clip(protos[rng.integers(0, 5, n)] + 0.15 * rng.standard_normal((n, side, side)), 0, 1)
-    return (img * 255).astype(np.uint8)
-
 
 def test_trainer_trains_and_round_trips_a_checkpoint(tmp_path):
     def make(epochs):

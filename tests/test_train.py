@@ -10,15 +10,7 @@ from npvae import checkpoint as ck
 from npvae.optim import Adam
 from npvae.train import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
 from npvae.vae import VAE
-
-
-def fake_images(n, seed=0, side=8):
-    """uint8 'digits': a few blurred prototypes plus noise, (n, side, side)."""
-    rng = np.random.default_rng(seed)
-    protos = rng.random((5, side, side)) ** 3
-    idx = rng.integers(0, 5, n)
-    img = np.clip(protos[idx] + 0.15 * rng.standard_normal((n, side, side)), 0, 1)
-    return (img * 255).astype(np.uint8)
+from helpers import fake_images
 
 
 def make_trainer(tmp_path=None, *, dtype=np.float64, epochs=2, binarize="dynamic", n=300, name="ck.npz", **cfg):
