@@ -10,20 +10,15 @@ forms of the Gaussian KL agreeing (and matching quadrature), the "off the data" 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import integrate
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from demos.guide import architecture, collapse, traversals, vae_vs_ae  # noqa: E402
-from npvae import distributions as dist  # noqa: E402
-from npvae.models import VAE  # noqa: E402
+from demos.guide import architecture, collapse, traversals, vae_vs_ae
+from npvae import distributions as dist
+from npvae.models import VAE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
