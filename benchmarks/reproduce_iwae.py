@@ -158,7 +158,39 @@ def table(out: Path) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write(out / "table.md", lambda f: f.write(text.encode()))
     atomic_write(out / "table.json", lambda f: f.write(json.dumps(rows, indent=1).encode()))
+    if rows:
+        curve_figure(rows, out / "curve.png")
     return text
+
+
+def curve_figure(rows: list[dict], path: Path) -> None:
+    """The test objective against minutes of training, one line per run, with the final
+    k = 5000 NLL as a dot and the paper's NLL as a dashed line (the curve when a budget
+    falls short of the target)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, r in enumerate(rows):
+        color = f"C{i}"
+        minutes = [c[1] for c in r["curve"] if c[2] is not None]
+        loss = [c[2] for c in r["curve"] if c[2] is not None]
+        ax.plot(minutes, loss, color=color, lw=1.2, label=f"{r['model']}: test objective, 2,000 images")
+        ax.plot([r["train_minutes"]], [r["nll"]], "o", color=color, ms=6,
+                label=f"{r['model']}: final NLL {r['nll']:.2f} (k = {r['k']}, {r['test_images']:,} images)")
+        if r.get("paper_nll"):
+            ax.axhline(r["paper_nll"], color=color, ls="--", lw=0.8, label=f"{r['model']}: paper {r['paper_nll']:.2f}")
+    ax.set_ylim(83, 100)
+    ax.set_xlabel("minutes of training (this machine, one thread per run)")
+    ax.set_ylabel("nats per example")
+    ax.set_title("Burda et al. 2016, Table 1, on a time budget:\ntest objective (-ELBO or -L_k) while training, final -log p(x)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
 
 
 def main(argv=None) -> int:

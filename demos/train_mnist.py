@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="vae", choices=sorted(MODELS),
                    help="vae: the Gaussian VAE; ae: the deterministic autoencoder (no KL, no prior); cvae: the "
                         "conditional VAE (the label as input); dirichlet: the Dirichlet VAE (theta = softmax(z)); "
-                        "iwae: the importance-weighted bound with --k samples (choices: the models installed)")
+                        "iwae: the importance-weighted bound with --k samples; flow: a VAE whose q(z|x) is a "
+                        "normalizing flow (--flow, --flow-length) (choices: the models installed)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="number of training epochs")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per training step")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")

@@ -1,6 +1,5 @@
 """demos/train_mnist.py end to end: outputs, errors, Ctrl-C and exact resume."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -11,20 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from demos import train_mnist as demo  # the repository root is on pytest's pythonpath
 from npvae.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demos" / "train_mnist.py"
-
-
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("train_mnist", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_demo()
 
 
 def test_help_documents_every_flag(capsys):

@@ -7,31 +7,19 @@ run as root here, so a real permission error cannot be produced.
 """
 
 import errno
-import importlib.util
 import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
-from helpers import write_fake_mnist
 import PIL.Image
 import pytest
+from helpers import write_fake_mnist
 
+from demos import train_mnist as demo  # the repository root is on pytest's pythonpath
 from npvae.checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "demos" / "train_mnist.py"
-
-
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("train_mnist_safety", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_demo()
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
