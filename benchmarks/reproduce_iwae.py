@@ -77,7 +77,8 @@ def build(args, name, train_x, test_x, run_dir):
     config = TrainConfig(epochs=1, batch_size=args.batch_size, binarize="dynamic", seed=args.seed)
     opt = Adam(model.params, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
     trainer = Trainer(model, opt, train_x, test_x, config, rng=np.random.default_rng([args.seed, 1]),
-                      checkpoint_path=run_dir / "checkpoint.npz", log=lambda line: print(f"[{name}] {line}", flush=True))
+                      checkpoint_path=run_dir / "checkpoint.npz", log=lambda line: print(f"[{name}] {line}", flush=True),
+                      progress=not args.quiet)
     return model, trainer
 
 
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
     p.add_argument("--test-limit", type=int, default=None, help="first N test images (quick checks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/reproduce_iwae")
-    p.add_argument("--quiet", action="store_true", help="no progress line during the log p(x) estimate")
+    p.add_argument("--quiet", action="store_true", help="no progress lines inside epochs or during the log p(x) estimate")
     p.add_argument("--table", action="store_true", help="only gather the finished runs into table.json / table.md")
     args = p.parse_args(argv)
     if args.table:

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results folder of another run (its checkpoint.npz), e.g. a VAE next to --model ae: draws "
                         "the same z ~ N(0, I) through both decoders and both latent scatters side by side")
     p.add_argument("--quiet", action="store_true",
-                   help="no progress line during the log p(x) estimate (the per-epoch lines stay)")
+                   help="no progress lines during long epochs (> 3 s) and the log p(x) estimate (the per-epoch lines stay)")
     p.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     return p
 
@@ -328,7 +328,8 @@ def build(args, data, ckpt=None, epochs=None):
         lr = args.lr
     trainer = Trainer(model, Adam(model.params, lr=lr), train_x, test_x, config,
                       rng=np.random.default_rng([config.seed, 1]), checkpoint_path=ckpt_path,
-                      log=lambda line: print(line, flush=True), train_labels=train_y, test_labels=test_y)
+                      log=lambda line: print(line, flush=True), train_labels=train_y, test_labels=test_y,
+                      progress=not args.quiet)
     if ckpt is not None:
         trainer.load(ckpt)
         print(f"resumed from {ckpt_path}: epoch {trainer.epoch}, step {trainer.step}")

@@ -46,9 +46,13 @@ from typing import Callable
 import numpy as np
 
 from . import data as _data
-from ._checks import check_choice, check_float, check_int, check_rng
+from ._checks import check_bool, check_choice, check_float, check_int, check_rng
 from .checkpoint import Checkpoint, load_checkpoint, restore_params, save_checkpoint
 from .optim import Optimizer
+from .progress import Progress
+
+#: seconds an epoch runs before :class:`Trainer` (``progress=True``) starts reporting inside it
+PROGRESS_DELAY = 3.0
 
 __all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "upgrade_meta"]
 
@@ -170,6 +174,10 @@ class Trainer:
         Receives one progress line per epoch (default ``print``).
     train_labels, test_labels : np.ndarray of int, (N,), optional
         Class labels; required when ``model.conditional`` (a CVAE), ignored otherwise.
+    progress : bool
+        Report progress inside an epoch (batches done, batches/s, time left; see
+        :class:`npvae.progress.Progress`) once it has run :data:`PROGRESS_DELAY` seconds, so
+        only long epochs report; on stderr. Default False.
 
     Attributes: ``epoch`` (completed epochs), ``step`` (completed steps in all),
     ``history`` (one dict per epoch, see :meth:`fit`), ``initial_test_loss`` (the test
@@ -182,7 +190,7 @@ class Trainer:
     def __init__(self, model, optimizer: Optimizer, train_images: np.ndarray, test_images: np.ndarray | None = None,
                  config: TrainConfig | None = None, *, rng: np.random.Generator, checkpoint_path=None,
                  log: Callable[[str], None] | None = print, train_labels: np.ndarray | None = None,
-                 test_labels: np.ndarray | None = None) -> None:
+                 test_labels: np.ndarray | None = None, progress: bool = False) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer: expected an npvae.optim Optimizer, got {type(optimizer).__name__}")
         self.model, self.optimizer = model, optimizer
@@ -207,6 +215,7 @@ class Trainer:
         self._batch_mode = "dynamic" if c.binarize == "dynamic" else "none"
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.log = log or (lambda line: None)
+        self.progress = check_bool(progress, "progress")
         self.steps_per_epoch = _data.n_batches(len(self.train_images), c.batch_size)
         # training state (everything a checkpoint must hold to resume exactly)
         self.epoch = 0
@@ -322,27 +331,33 @@ class Trainer:
             self._perm = self.rng.permutation(n)
             self._batch, self._sums, self._seconds = 0, {}, 0.0
         start = time.perf_counter()
-        while self._batch < self.steps_per_epoch:
-            idx = self._perm[self._batch * c.batch_size:(self._batch + 1) * c.batch_size]
-            x = _data.batch_to_float(self.train_images[idx], binarize=self._batch_mode, rng=self.rng,
-                                     dtype=model.dtype)
-            options = {"beta": self.beta_at(self.step)} if "beta" in self._options else {}
-            if "n_samples" in self._options:
-                options["n_samples"] = c.n_samples
-            labels = None if self.train_labels is None else self.train_labels[idx]
-            terms = self._forward(x, labels, self.rng, **options)
-            if not math.isfinite(terms.loss):
-                raise NonFiniteLossError(self.epoch + 1, self._batch + 1, terms.loss,
-                                         self.checkpoint_path if self._checkpoint_exists() else None)
-            self.optimizer.step(model.backward())
-            _accumulate(self._sums, terms, len(idx))
-            self._batch += 1
-            self.step += 1
-            if self._interrupted:
-                self._seconds += time.perf_counter() - start
-                path = self.save() if self.checkpoint_path else None
-                raise TrainingInterrupted(self.epoch + 1, self._batch, path)
-        self._seconds += time.perf_counter() - start
+        # a progress line only for epochs longer than PROGRESS_DELAY (the IWAE paper's batch 20, k = 50)
+        bar = Progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}", unit="batches",
+                       quiet=not self.progress, delay=PROGRESS_DELAY, done=self._batch)
+        try:
+            while self._batch < self.steps_per_epoch and not self._interrupted:
+                idx = self._perm[self._batch * c.batch_size:(self._batch + 1) * c.batch_size]
+                x = _data.batch_to_float(self.train_images[idx], binarize=self._batch_mode, rng=self.rng,
+                                         dtype=model.dtype)
+                options = {"beta": self.beta_at(self.step)} if "beta" in self._options else {}
+                if "n_samples" in self._options:
+                    options["n_samples"] = c.n_samples
+                labels = None if self.train_labels is None else self.train_labels[idx]
+                terms = self._forward(x, labels, self.rng, **options)
+                if not math.isfinite(terms.loss):
+                    raise NonFiniteLossError(self.epoch + 1, self._batch + 1, terms.loss,
+                                             self.checkpoint_path if self._checkpoint_exists() else None)
+                self.optimizer.step(model.backward())
+                _accumulate(self._sums, terms, len(idx))
+                self._batch += 1
+                self.step += 1
+                bar.update()
+        finally:
+            bar.clear()  # the epoch's summary line (or the error) takes the progress line's place
+            self._seconds += time.perf_counter() - start
+        if self._interrupted:  # Ctrl-C: checkpoint the last completed step, then stop
+            path = self.save() if self.checkpoint_path else None
+            raise TrainingInterrupted(self.epoch + 1, self._batch, path)
 
     def _end_epoch(self) -> None:
         n = len(self.train_images)

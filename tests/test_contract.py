@@ -162,6 +162,60 @@ def test_progress_line(tty):
     assert quiet.getvalue() == ""
 
 
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_waits_for_its_delay_and_clear_erases_the_line(tty, monkeypatch):
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr("npvae.progress.time.perf_counter", lambda: next(clock))
+    out = _Stream(tty)
+    bar = Progress(10, "epoch 1/3", unit="batches", stream=out, delay=3.0, min_interval=0, done=2)  # t = 0
+    bar.update()  # t = 1: inside the delay, silent
+    bar.update()  # t = 2: still silent
+    assert out.getvalue() == ""
+    bar.update()  # t = 3: reports; the line reads the clock once more (t = 4): 3 batches since the
+    #               resumed start in 4 s, 5 left at 0.75 batches/s
+    assert "epoch 1/3:  5/10 batches  0.8 batches/s  0:07 left" in out.getvalue()
+    bar.clear()   # the caller's own summary line replaces it: no "done in" line
+    text = out.getvalue()
+    assert "done in" not in text
+    assert text.endswith("\r\x1b[K") if tty else text.count("\n") == 1
+    silent = _Stream(tty)
+    short = Progress(10, "short", stream=silent, delay=1e9)
+    short.update(10)
+    short.close()
+    short.clear()
+    assert silent.getvalue() == ""  # a phase shorter than its delay never says anything
+
+
+def test_trainer_reports_progress_inside_long_epochs_only(monkeypatch, capsys):
+    import npvae.train as train_module
+    model = VAE(16, 2, (4,), rng=np.random.default_rng(0), dtype=np.float64)
+    config = TrainConfig(epochs=2, batch_size=10, seed=0)
+    monkeypatch.setattr(train_module, "PROGRESS_DELAY", 0.0)  # every epoch counts as long
+    Trainer(model, Adam(model.params), images(100), None, config, rng=np.random.default_rng(1),
+            log=None, progress=True).fit()
+    err = capsys.readouterr().err
+    assert "epoch 1/2:  1/10 batches" in err and "epoch 2/2:  9/10 batches" in err
+    monkeypatch.setattr(train_module, "PROGRESS_DELAY", 3600.0)  # nothing runs that long
+    Trainer(model, Adam(model.params), images(100), None, config, rng=np.random.default_rng(1),
+            log=None, progress=True).fit()
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(train_module, "PROGRESS_DELAY", 0.0)
+    Trainer(model, Adam(model.params), images(100), None, config, rng=np.random.default_rng(1),
+            log=None).fit()  # progress=False, the default
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TypeError, match="progress: expected True or False, got int 1"):
+        Trainer(model, Adam(model.params), images(100), None, config, rng=np.random.default_rng(1), progress=1)
+
+
 def test_log_likelihood_reports_progress():
     model = VAE(6, 2, (5,), rng=np.random.default_rng(0), dtype=np.float64)
     x = np.random.default_rng(1).random((30, 6))
