@@ -139,13 +139,20 @@ def test_sample_mean_or_draw():
     assert abs(draws.mean() - means.mean()) < 4 * np.sqrt(0.25 / draws.size)
 
 
+class _Stream(io.StringIO):
+    """A text stream that says whether it is a terminal (progress lines differ)."""
+
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
 @pytest.mark.parametrize("tty", [False, True])
 def test_progress_line(tty):
-    class Stream(io.StringIO):
-        def isatty(self):
-            return tty
-
-    out = Stream()
+    out = _Stream(tty)
     with Progress(1000, "log p(x), k=10", stream=out, min_interval=0) as bar:
         for _ in range(10):
             bar.update(100)
@@ -156,19 +163,10 @@ def test_progress_line(tty):
     else:  # a line about every 10 %, and the final one
         lines = text.strip().splitlines()
         assert 9 <= len(lines) <= 11 and "left" in lines[0] and "images/s" in lines[0]
-    quiet = Stream()
+    quiet = _Stream(tty)
     with Progress(10, "x", stream=quiet, quiet=True) as bar:
         bar.update(10)
     assert quiet.getvalue() == ""
-
-
-class _Stream(io.StringIO):
-    def __init__(self, tty):
-        super().__init__()
-        self.tty = tty
-
-    def isatty(self):
-        return self.tty
 
 
 @pytest.mark.parametrize("tty", [False, True])
