@@ -9,7 +9,6 @@ init           weight initializers (explicit np.random.Generator)
 gradcheck      central finite differences in float64, rel_error, layer/model checks
 distributions  diagonal Gaussian, KL to N(0, I), Bernoulli and Gaussian likelihoods, gradients
 models         the model contract and one file per model: VAE, AE, CVAE, DirichletVAE, ...
-vae            the old import path of the VAE (now npvae.models.vae)
 evaluate       IWAE bound, log p(x), latent activity, for any model
 progress       a progress line for long work
 optim          SGD, Adam, AdamW, learning-rate schedules, gradient clipping
@@ -22,7 +21,7 @@ plots          figures (matplotlib, Agg): reconstructions, samples, curves, late
 __version__ = "0.1.0"
 
 from . import (checkpoint, data, distributions, evaluate, flows, gradcheck, init, layers, made, models,  # noqa: F401
-               optim, train, vae)
+               optim, train)
 from .data import load_mnist  # noqa: F401
 from .layers import MLP, Linear, Sequential  # noqa: F401
 from .optim import SGD, Adam, AdamW  # noqa: F401

@@ -19,6 +19,8 @@ __all__ = [
     "check_int",
     "check_float",
     "check_rng",
+    "check_bool",
+    "check_x",
 ]
 
 
@@ -147,3 +149,15 @@ def check_rng(rng, name: str = "rng") -> np.random.Generator:
             f"got {type(rng).__name__}"
         )
     return rng
+
+
+def check_x(x, x_dim: int, dtype, likelihood: str) -> np.ndarray:
+    """A model's data batch: ``x`` (batch >= 1, x_dim), the model's dtype, finite, and in [0, 1]
+    for a Bernoulli likelihood (its targets are probabilities). Returns ``x``; TypeError /
+    ValueError naming ``x`` otherwise."""
+    check_array(x, "x", shape=(None, x_dim), dtype=dtype, finite=True)
+    if x.shape[0] == 0:
+        raise ValueError(f"x: expected a batch of at least 1 example, got shape {x.shape}")
+    if likelihood == "bernoulli":
+        check_array(x, "x", low=0.0, high=1.0)
+    return x

@@ -40,8 +40,8 @@ from ._checks import check_bool, check_choice, check_dtype, check_float, check_i
 
 __all__ = [
     "DATASETS", "SPLITS", "ENV_VAR", "DataNotFoundError", "ChecksumError", "read_idx", "write_idx",
-    "resolve_data_dir", "verify_checksum", "download", "load_mnist", "binarize_static", "to_float",
-    "batch_to_float", "bernoulli_255", "minibatches", "n_batches",
+    "resolve_data_dir", "verify_checksum", "download", "load_mnist", "binarize", "binarize_static", "to_float",
+    "batch_to_float", "minibatches", "n_batches",
 ]
 
 ENV_VAR = "NPVAE_DATA_DIR"
@@ -505,8 +505,8 @@ def _check_binarize(binarize) -> str:
 def binarize_static(images: np.ndarray, *, seed: int) -> np.ndarray:
     """One fixed Bernoulli draw per pixel: 255 with probability ``pixel / 255``, else 0.
 
-    The draw comes from ``np.random.default_rng(seed)`` in chunks of images (so the float
-    scratch memory stays small), so the same seed always gives the same array. Feed the
+    The draw is :func:`binarize`'s, from ``np.random.default_rng(seed)`` in chunks of
+    images (so the float scratch memory stays small): the same seed always gives the same array. Feed the
     result to :func:`minibatches` with ``binarize="none"``.
 
     ``images``: uint8, shape (N, ...); ``seed``: int >= 0. Returns a uint8 array of the
@@ -523,9 +523,8 @@ def binarize_static(images: np.ndarray, *, seed: int) -> np.ndarray:
     rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
     out = np.empty_like(images)
     for start in range(0, len(images), _STATIC_CHUNK):
-        grey = images[start:start + _STATIC_CHUNK].astype(np.float32) / np.float32(255)
-        draw = rng.random(grey.shape, dtype=np.float32) < grey
-        out[start:start + _STATIC_CHUNK] = np.where(draw, np.uint8(255), np.uint8(0))
+        draw = _bernoulli(images[start:start + _STATIC_CHUNK], rng, np.dtype(np.float32))
+        out[start:start + _STATIC_CHUNK] = np.where(draw == 1, np.uint8(255), np.uint8(0))
     return out
 
 
@@ -543,17 +542,49 @@ def to_float(images: np.ndarray, dtype=np.float32) -> np.ndarray:
     return x
 
 
+def binarize(images: np.ndarray, *, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    """One Bernoulli draw per pixel: 1 with probability ``pixel / 255``, else 0 (dynamic binarization).
+
+    ``x = (u < grey / 255)`` with ``u`` uniform on [0, 1) from ``rng`` (``rng.random``, in
+    ``dtype``): P(u < p) = p. Pixels 0 never fire and 255 always do. The binarization of
+    the IWAE paper (Burda et al. 2016, section 5.2: a fresh draw each time an image is
+    used); :func:`binarize_static` makes one fixed draw the same way.
+
+    ``images``: uint8, shape (B, ...); ``rng``: ``np.random.Generator``; ``dtype``: float32
+    or float64. Returns shape (B, prod(images.shape[1:])) of ``dtype`` with values {0, 1}.
+    Raises TypeError for a non-uint8 ``images``, a bad ``rng`` or ``dtype``; ValueError for
+    ``images`` of rank < 2.
+    """
+    images, rng, dtype = _check_images(images), check_rng(rng), check_dtype(dtype)
+    return _bernoulli(images.reshape(len(images), -1), rng, dtype)
+
+
+def _bernoulli(grey: np.ndarray, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    """``(u < grey / 255)`` as ``dtype`` 0/1, u ~ U[0, 1) of grey's shape: the draw of :func:`binarize`."""
+    return (rng.random(grey.shape, dtype=dtype) < grey / dtype.type(255)).astype(dtype)
+
+
+def _to_float(images: np.ndarray, binarize: str, rng, dtype: np.dtype) -> np.ndarray:
+    """A checked uint8 batch (B, ...) -> (B, prod(shape[1:])) ``dtype``: binarized ("dynamic") or /255 ("none")."""
+    grey = images.reshape(len(images), -1)
+    if binarize == "dynamic":
+        return _bernoulli(grey, rng, dtype)
+    x = grey.astype(dtype)
+    x /= dtype.type(255)
+    return x
+
+
 def batch_to_float(images: np.ndarray, *, binarize: str = "dynamic", rng=None,
                    dtype=np.float32) -> np.ndarray:
-    """Convert one uint8 batch to the float input of a model; used by :func:`minibatches`.
+    """Convert one uint8 batch to the float input of a model, as :func:`minibatches` does.
 
     A training loop that resumes mid-epoch from a stored permutation ``perm`` gets exactly
     the batches :func:`minibatches` would give with
     ``batch_to_float(images[perm[i:i + B]], binarize=..., rng=rng, dtype=...)``.
 
-    ``images``: uint8, shape (B, ...). ``binarize``: "dynamic" draws a fresh, exact
-    Bernoulli(pixel / 255) sample with values {0, 1} (needs ``rng``, a ``np.random.Generator``;
-    see :func:`bernoulli_255`); "none" gives the grey levels in [0, 1]. Returns shape
+    ``images``: uint8, shape (B, ...). ``binarize``: "dynamic" draws a fresh Bernoulli
+    (pixel / 255) sample with values {0, 1} (:func:`binarize`; needs ``rng``, a
+    ``np.random.Generator``); "none" gives the grey levels in [0, 1]. Returns shape
     ``(B, prod(images.shape[1:]))`` (e.g. (B, 784)) and dtype ``dtype`` (float32 or float64).
 
     Raises
@@ -564,64 +595,10 @@ def batch_to_float(images: np.ndarray, *, binarize: str = "dynamic", rng=None,
         Bad ``images``, ``dtype``, or a missing ``rng`` for "dynamic".
     """
     binarize = _check_binarize(binarize)
-    if binarize == "none":
-        return to_float(images, dtype)
-    images, dtype, rng = _check_images(images), check_dtype(dtype), check_rng(rng)
-    return bernoulli_255(images.reshape(len(images), -1), rng, dtype)
-
-
-def _uniform_below_255(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` independent draws uniform on {0, ..., 254} (uint8, shape (n,)), by rejection.
-
-    The bytes come in 64-bit words: full-range ``rng.integers(0, 2**64, dtype=uint64)`` is
-    the bit generator's raw output (no rejection), so all 8 bytes of a word are independent
-    and uniform on {0, ..., 255}. A word is accepted when none of its bytes is 255 (97 % of
-    words); accepted words are uniform on the product set {0..254}^8, so each of their bytes
-    is independently uniform on {0, ..., 254}. Each rejected word among the first
-    ``m = ceil(n / 8)`` is replaced, in order, by the next accepted word of a spare tail drawn
-    in the same call (i.i.d. words, independent of which ones were rejected), so this is
-    sequential rejection sampling with one generator call and one pass in the usual case.
-    About 4x faster than bounded ``rng.integers(0, 255, dtype=uint8)``.
-    """
-    m = -(-n // 8)
-    words = rng.integers(0, 2**64, m + m // 16 + 16, dtype=np.uint64)
-    ok = _no_byte_255(words)
-    bad = np.flatnonzero(~ok[:m])
-    spares = words[m:][ok[m:]]
-    while spares.size < bad.size:  # rare: fewer accepted spares than rejected words
-        more = rng.integers(0, 2**64, bad.size - spares.size + 16, dtype=np.uint64)
-        spares = np.concatenate([spares, more[_no_byte_255(more)]])
-    words[bad] = spares[:bad.size]
-    return words[:m].view(np.uint8)[:n]
-
-
-def _no_byte_255(words: np.ndarray) -> np.ndarray:
-    """Per uint64 word (shape (k,)), whether none of its 8 bytes is 255 (bool, shape (k,))."""
-    return (words.view(np.uint8) == 255).view(np.uint64) == 0
-
-
-def bernoulli_255(grey: np.ndarray, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
-    """An exact Bernoulli(grey / 255) draw per element of the uint8 array ``grey``.
-
-    Identity: with U uniform on {0, ..., 254}, P(U < p) = #{0, ..., p-1} / 255 = p / 255 for
-    every integer p in 0..255 (p = 0 never fires, p = 255 always does). So
-    ``x = (U < grey)`` is exactly Bernoulli(grey / 255), using 8 random bits per pixel and
-    no float arithmetic; U comes from :func:`_uniform_below_255`.
-
-    ``grey``: uint8 ndarray of any shape; ``rng``: ``np.random.Generator`` (the draw is a
-    deterministic function of its state); ``dtype``: float32 or float64. Returns an array
-    of ``grey``'s shape and dtype ``dtype`` with values {0, 1}.
-
-    Raises TypeError for a non-uint8 ``grey``, a bad ``rng`` or ``dtype``.
-    """
-    if not isinstance(grey, np.ndarray) or grey.dtype != np.uint8:
-        raise TypeError(f"grey: expected a numpy.ndarray of dtype uint8, got "
-                        f"{getattr(grey, 'dtype', type(grey).__name__)}")
-    rng, dtype = check_rng(rng), check_dtype(dtype)
-    u = _uniform_below_255(rng, grey.size).reshape(grey.shape)
-    out = np.empty(grey.shape, dtype)
-    np.less(u, grey, out=out)  # bool result cast straight into the float output: 0.0 / 1.0
-    return out
+    images, dtype = _check_images(images), check_dtype(dtype)
+    if binarize == "dynamic":
+        check_rng(rng)
+    return _to_float(images, binarize, rng, dtype)
 
 
 def n_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
@@ -687,5 +664,5 @@ def minibatches(images: np.ndarray, batch_size: int, *, rng, binarize: str = "dy
 def _batches(images, labels, order, batch_size, count, binarize, rng, dtype):
     for i in range(count):
         idx = order[i * batch_size:(i + 1) * batch_size]
-        x = batch_to_float(images[idx], binarize=binarize, rng=rng, dtype=dtype)
+        x = _to_float(images[idx], binarize, rng, dtype)  # the arguments were checked by minibatches
         yield x if labels is None else (x, labels[idx])

@@ -34,7 +34,6 @@ raised. A second Ctrl-C interrupts at once.
 
 from __future__ import annotations
 
-import inspect
 import math
 import signal
 import threading
@@ -231,7 +230,7 @@ class Trainer:
     @staticmethod
     def _forward_options(model, c: TrainConfig) -> dict:
         """The optional forward keywords this run needs (``beta``, ``n_samples``), checked against the model."""
-        accepted = inspect.signature(model.forward).parameters
+        accepted = getattr(model, "forward_options", ())
         wanted = {"beta": c.beta != 1.0 or c.warmup_epochs > 0, "n_samples": c.n_samples != 1}
         for name, needed in wanted.items():
             if needed and name not in accepted:

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .parts import LIKELIHOODS, LOGVAR_MAX, LOGVAR_MIN, Terms
+from .parts import LIKELIHOODS, LOGVAR_MAX, LOGVAR_MIN, Terms  # noqa: F401
 from .ae import AE
 from .cvae import CVAE
 from .dirichlet_vae import DirichletVAE

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_rng
+from .._checks import check_rng, check_x
 from ..layers import MLP
-from .parts import Terms, build_from_config, check_x, check_z, collect, common_config, in_batches, set_common
+from .parts import Terms, build_from_config, check_z, collect, common_config, in_batches, set_common
 
 __all__ = ["AE"]
 
@@ -52,6 +52,7 @@ class AE:
     kind = "ae"
     conditional = False
     loss_name = "neg_log_likelihood"
+    forward_options = ()
 
     def __init__(self, x_dim: int, z_dim: int, hidden=(400,), activation: str = "relu",
                  likelihood: str = "bernoulli", *, rng: np.random.Generator, dtype=np.float32,
@@ -61,7 +62,7 @@ class AE:
         self.encoder = MLP((self.x_dim, *self.hidden, self.z_dim), self.activation, skip_input_grad=True, **kw)
         self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
         self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)
-        self._batch = None  # batch size of the last forward; None when there is nothing to differentiate
+        self._cache = None  # (x, decoder output) of the last forward; None when there is nothing to differentiate
 
     @property
     def config(self) -> dict:
@@ -80,12 +81,12 @@ class AE:
     # ---- encode, decode ------------------------------------------------------------------
     def encode(self, x: np.ndarray) -> np.ndarray:
         """The code ``z = encoder(x)``: (batch, x_dim) -> (batch, z_dim), model dtype. ``x`` finite (in [0, 1] for Bernoulli)."""
-        self._batch = None  # the layers' caches now belong to this call, not to a forward
+        self._cache = None  # the layers' caches now belong to this call, not to a forward
         return self.encoder.forward(check_x(x, self.x_dim, self.dtype, self.likelihood_name)).copy()
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """The mean of p(x|z) (pixel probabilities or Gaussian mean): (batch, z_dim) -> (batch, x_dim), model dtype."""
-        self._batch = None
+        self._cache = None
         return self.likelihood.mean(self.decoder.forward(check_z(z, self.z_dim, self.dtype)))
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
@@ -113,8 +114,8 @@ class AE:
         x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
         z = self.encoder.forward(x)                                   # (B, Z)
         out = self.decoder.forward(z)                                 # (B, x_dim)
-        reconstruction = -self.likelihood.forward(x, out)             # (B,)
-        self._batch = x.shape[0]
+        reconstruction = -self.likelihood.log_prob(x, out)            # (B,)
+        self._cache = (x, out)
         return Terms(float(np.mean(reconstruction)), {"reconstruction": reconstruction})
 
     def backward(self) -> dict[str, np.ndarray]:
@@ -123,11 +124,12 @@ class AE:
         Raises RuntimeError if there is no forward to differentiate (none yet, or encode /
         decode ran since and overwrote the layers' caches).
         """
-        if self._batch is None:
+        if self._cache is None:
             raise RuntimeError("AE.backward: call forward(x, ...) first (encode and decode since the last "
                                "forward overwrite what backward needs)")
         # 1. likelihood: d loss / d out = -(1/B) d log p(x|z) / d out               (B, x_dim)
-        d_out = self.likelihood.backward(-1.0 / self._batch)
+        x, out = self._cache
+        d_out = self.likelihood.log_prob_grad(x, out, -1.0 / x.shape[0])
         # 2. decoder: d loss / d z = d_out @ (d out / d z)                          (B, Z)
         dz = self.decoder.backward(d_out)
         # 3. encoder: writes d loss / d phi (dL/dx is skipped)

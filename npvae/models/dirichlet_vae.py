@@ -28,10 +28,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import distributions as dist
-from .._checks import check_float, check_int
+from .._checks import check_float, check_int, check_x
 from ..dirichlet import check_alpha, dirichlet_laplace_prior, softmax, softmax_backward
-from . import elbo
-from .parts import Terms, check_x, check_z, decode_sample, noise
+from .parts import Terms, check_z, decode_sample
 from .vae import VAE
 
 __all__ = ["DirichletVAE"]
@@ -61,7 +60,6 @@ class DirichletVAE(VAE):
         self.alpha = float(alpha) if np.ndim(alpha) == 0 else a.tolist()  # JSON-able, as given
         mu0, logvar0 = dirichlet_laplace_prior(a, self.z_dim)
         self.prior_mu, self.prior_logvar = mu0.astype(self.dtype), logvar0.astype(self.dtype)
-        self._prior = (self.prior_mu, self.prior_logvar)
 
     @property
     def config(self) -> dict:
@@ -101,38 +99,55 @@ class DirichletVAE(VAE):
         KL. Metrics (batch,) nats: ``reconstruction`` :math:`-\frac1L\sum_l\log p(x|\theta^{(l)})`,
         ``kl`` (to the Laplace prior, closed form), ``elbo`` (at beta = 1).
         """
-        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
+        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)                      # (B, D)
         L, beta = check_int(n_samples, "n_samples", minimum=1), check_float(beta, "beta", minimum=0.0)
-        eps = noise((L, x.shape[0], self.z_dim), rng=rng, eps=eps, dtype=self.dtype)
-        # encoder, then the Gaussian-posterior ELBO (npvae.models.elbo) with the decoder reading
-        # theta = softmax(z) and the KL to the Laplace prior N(mu0, sigma0^2) in closed form
-        terms, self._cache = elbo.forward(x, self.encoder.forward(x), eps, beta=beta, head=self.head,
-                                          decode=self._decode_theta, likelihood=self.likelihood, prior=self._prior)
-        return terms
-
-    def _decode_theta(self, z: np.ndarray) -> np.ndarray:
-        """z (N, K) -> decoder output at theta = softmax(z); keeps theta for :meth:`_decode_theta_backward`."""
-        self._theta = softmax(z)                                             # (N, K), on the simplex
-        return self.decoder.forward(self._theta)
-
-    def _decode_theta_backward(self, d_out: np.ndarray) -> np.ndarray:
-        """d loss / d out -> d loss / d z: the decoder, then d theta_j / d z_k = theta_j (delta_jk - theta_k)."""
-        return softmax_backward(self._theta, self.decoder.backward(d_out))
+        B, K, D = x.shape[0], self.z_dim, self.x_dim
+        eps = dist.noise((L, B, K), rng=rng, eps=eps, dtype=self.dtype)                 # (L, B, K)
+        # 1. encode: h = [mu, logvar], q(z|x) = N(mu, diag exp(logvar)) in the softmax basis
+        h = self.encoder.forward(x)                                                       # (B, 2K)
+        mu, logvar = dist.split_mu_logvar(h)                                              # (B, K) each
+        # 2. reparameterize: z = mu + sigma * eps, then the point on the simplex theta = softmax(z)
+        z = dist.reparameterize(mu, logvar, eps)                                          # (L, B, K)
+        theta = softmax(z.reshape(L * B, K))                                              # (L*B, K), rows sum to 1
+        # 3. decode theta
+        out = self.decoder.forward(theta).reshape(L, B, D)                                # (L, B, D)
+        # 4. reconstruction: -(1/L) sum_l log p(x|theta_l)
+        reconstruction = -self.likelihood.log_prob(x, out).mean(axis=0)                   # (B,)
+        # 5. KL(N(mu, sigma^2) || N(mu0, sigma0^2)), the Laplace prior, in closed form
+        kl = dist.kl_normal(mu, logvar, self.prior_mu, self.prior_logvar)                 # (B,)
+        # 6. loss = mean over the batch of reconstruction + beta KL
+        self._cache = (x, h, eps, mu, logvar, theta, out, beta)
+        return Terms(float(np.mean(reconstruction + beta * kl)),
+                     {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)})
 
     def backward(self) -> dict:
         """The gradient of the last ``forward``'s loss with respect to every parameter (``grads``, in place).
 
-        The chain rule in order (steps 1-4 in :func:`npvae.models.elbo.backward`): (1) the
-        likelihood, (2) the decoder and the softmax (:meth:`_decode_theta_backward`), (3) z =
-        mu + sigma eps plus the KL to the Laplace prior, (4) the head's clip; (5) the encoder.
-        RuntimeError if there is no forward to differentiate (none yet, or encode / decode /
-        sample / iwae_bound ran since and overwrote the layers' caches).
+        The VAE's chain rule (:meth:`npvae.models.VAE.backward`) with the softmax between z
+        and the decoder and the KL to the Laplace prior. RuntimeError if there is no
+        forward to differentiate (none yet, or encode / decode / sample / iwae_bound ran
+        since and overwrote the layers' caches).
         """
         if self._cache is None:
             raise RuntimeError("DirichletVAE.backward: call forward(x, ...) first (encode, decode, sample "
                                "and iwae_bound since the last forward overwrite what backward needs)")
-        dh = elbo.backward(self._cache, head=self.head, decode_backward=self._decode_theta_backward,
-                           likelihood=self.likelihood)
+        x, h, eps, mu, logvar, theta, out, beta = self._cache
+        L, B, K = eps.shape
+        # 1. likelihood: d loss / d out = -(1/(B L)) d log p(x|theta) / d out                          (L, B, D)
+        d_out = self.likelihood.log_prob_grad(x, out, -1.0 / (B * L))
+        # 2. decoder: d loss / d theta                                                                  (L*B, K)
+        dtheta = self.decoder.backward(d_out.reshape(L * B, self.x_dim))
+        #    softmax: d theta_j / d z_k = theta_j (delta_jk - theta_k)                                   (L, B, K)
+        dz = softmax_backward(theta, dtheta).reshape(L, B, K)
+        # 3. z = mu + sigma eps: dz/dmu = 1, dz/dlogvar = sigma eps / 2, summed over the L draws       (B, K) each
+        dmu, dlogvar = dist.reparameterize_backward(dz, logvar, eps)
+        # 4. the KL term, beta/B KL: dKL/dmu = (mu - mu0) / sigma0^2, dKL/dlogvar = (sigma^2 / sigma0^2 - 1) / 2
+        dkl_dmu, dkl_dlogvar = dist.kl_normal_grad(mu, logvar, self.prior_mu, self.prior_logvar)
+        dmu = dmu + (beta / B) * dkl_dmu
+        dlogvar = dlogvar + (beta / B) * dkl_dlogvar
+        # 5. h = [mu, logvar]: the clip of logvar                                                       (B, 2K)
+        dh = dist.split_mu_logvar_backward(h, dmu, dlogvar)
+        # 6. encoder
         self.encoder.backward(dh)
         return self.grads
 
@@ -143,6 +158,12 @@ class DirichletVAE(VAE):
         The prior density is the Laplace approximation in z-space, so the resulting log p(x)
         is the marginal likelihood under that approximate prior (see the module docstring).
         """
-        x, mu, logvar, log_prob = q
-        return elbo.log_weights(x, mu, logvar, log_prob, eps, lambda z: self.decoder.forward(softmax(z)),
-                                prior=self._prior)
+        x, mu, logvar = q
+        k, B, K = eps.shape
+        z = dist.reparameterize(mu, logvar, eps)                                          # (k, B, K)
+        out = self.decoder.forward(softmax(z.reshape(k * B, K))).reshape(k, B, self.x_dim)
+        log_px = self.likelihood.log_prob(x, out).astype(np.float64)                      # log p(x|softmax(z))
+        z64 = z.astype(np.float64)
+        log_pz = dist.gaussian_log_prob(z64, self.prior_mu.astype(np.float64), self.prior_logvar.astype(np.float64))
+        log_qz = dist.log_q_at_sample(logvar.astype(np.float64), eps.astype(np.float64))  # log q(z|x)
+        return log_px + log_pz - log_qz

@@ -51,33 +51,19 @@ from __future__ import annotations
 import numpy as np
 
 from .. import distributions as dist
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_float, check_int, check_x
 from ..flows import FLOWS, make_flow
 from ..layers import MLP
-from .parts import (GaussianHead, Terms, check_hidden, check_x, collect, common_config, in_batches, log_prob_fn, noise,
-                    set_common)
+from .parts import Terms, check_hidden, collect, common_config, in_batches, set_common
 from .vae import VAE
 
 __all__ = ["FlowVAE"]
 
 
-class _ContextHead(GaussianHead):
-    """``h = [mu, logvar_raw, ctx]`` (B, 2Z + C) -> ``(mu, logvar)``; ``ctx`` (B, C) kept in :attr:`context`.
-
-    Local derivatives: the Gaussian head's on the first 2Z columns, identity on ctx.
-    """
-
-    def __init__(self, z_dim: int, context_dim: int) -> None:
-        super().__init__(z_dim)
-        self.context_dim, self.context = context_dim, None
-
-    def forward(self, h):
-        self.context = h[:, 2 * self.z_dim:] if self.context_dim else None
-        return super().forward(h[:, :2 * self.z_dim])
-
-    def backward(self, dmu, dlogvar, dctx=None):
-        d = super().backward(dmu, dlogvar)
-        return np.concatenate([d, dctx], axis=1) if self.context_dim else d
+def _split_context(h, z_dim: int):
+    """``h = [mu, logvar_raw, ctx]`` (B, 2Z + C) -> ``mu``, ``logvar`` (clipped), ``ctx`` (B, C) or None if C = 0."""
+    mu, logvar = dist.split_mu_logvar(h[:, :2 * z_dim])
+    return mu, logvar, (h[:, 2 * z_dim:] if h.shape[1] > 2 * z_dim else None)
 
 
 def _repeat(ctx, L):
@@ -128,7 +114,6 @@ class FlowVAE(VAE):
         self.context_dim = default_ctx if context_dim is None else check_int(context_dim, "context_dim", minimum=0)
         self.noise_dim, C = self.z_dim, self.context_dim
         self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim + C), self.activation, skip_input_grad=True, **kw)
-        self.head = _ContextHead(self.z_dim, C)
         self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
         self.flow = make_flow(flow, self.z_dim, self.flow_length, hidden=self.flow_hidden, context_dim=C,
                               activation=self.activation, rng=rng, dtype=self.dtype)
@@ -151,8 +136,7 @@ class FlowVAE(VAE):
         L, B, Z = eps.shape
         z0 = dist.reparameterize(mu, logvar, eps)                             # (L, B, Z)
         zK, logdet = self.flow.forward(z0.reshape(L * B, Z), _repeat(ctx, L))  # f_K o ... o f_1
-        # log q_0(z_0|x) at z_0 = mu + sigma eps: (z_0 - mu)^2 / sigma^2 = eps^2 exactly
-        log_q0 = -0.5 * np.sum(dist.LOG_2PI + logvar + eps * eps, axis=-1)
+        log_q0 = dist.log_q_at_sample(logvar, eps)                           # log q_0(z_0|x), (L, B)
         return zK, logdet, log_q0
 
     def forward(self, x: np.ndarray, *, rng: np.random.Generator | None = None, eps: np.ndarray | None = None,
@@ -173,16 +157,17 @@ class FlowVAE(VAE):
         x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
         L, beta = check_int(n_samples, "n_samples", minimum=1), check_float(beta, "beta", minimum=0.0)
         B, Z = x.shape[0], self.z_dim
-        eps = noise((L, B, Z), rng=rng, eps=eps, dtype=self.dtype)
-        mu, logvar = self.head.forward(self.encoder.forward(x))              # q_0(z_0|x), each (B, Z)
-        zK, logdet, log_q0 = self._push(mu, logvar, self.head.context, eps)
-        out = self.decoder.forward(zK)                                       # (L*B, x_dim)
-        log_px = self.likelihood.forward(x, out.reshape(L, B, self.x_dim))   # (L, B)
+        eps = dist.noise((L, B, Z), rng=rng, eps=eps, dtype=self.dtype)
+        h = self.encoder.forward(x)                                          # (B, 2Z + C)
+        mu, logvar, ctx = _split_context(h, Z)                               # q_0(z_0|x), each (B, Z); context
+        zK, logdet, log_q0 = self._push(mu, logvar, ctx, eps)
+        out = self.decoder.forward(zK).reshape(L, B, self.x_dim)            # (L, B, x_dim)
+        log_px = self.likelihood.log_prob(x, out)                            # (L, B)
         log_pz = dist.standard_normal_log_prob(zK).reshape(L, B)
         logdet = logdet.reshape(L, B)
         reconstruction = -log_px.mean(axis=0)
         kl = (log_q0 - logdet - log_pz).mean(axis=0)                         # log q(z_K|x) - log p(z_K)
-        self._cache = (B, L, beta, eps, zK, logvar)
+        self._cache = (x, h, out, beta, eps, zK, logvar)
         return Terms(float(np.mean(reconstruction + beta * kl)),
                      {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl),
                       "logdet": logdet.mean(axis=0)})
@@ -201,10 +186,11 @@ class FlowVAE(VAE):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward(x, ...) first (encode, decode, sample, "
                                "posterior_means and iwae_bound since the last forward overwrite what backward needs)")
-        B, L, beta, eps, zK, logvar = self._cache
-        Z, c = self.z_dim, 1.0 / (B * L)
-        # 1. likelihood: d loss / d out = -(1 / (B L)) d log p(x|z_K) / d out          (L*B, x_dim)
-        d_out = self.likelihood.backward(-c)
+        x, h, out, beta, eps, zK, logvar = self._cache
+        L, B, Z = eps.shape
+        c = 1.0 / (B * L)
+        # 1. likelihood: d loss / d out = -(1 / (B L)) d log p(x|z_K) / d out          (L, B, x_dim)
+        d_out = self.likelihood.log_prob_grad(x, out, -c)
         # 2. decoder: d loss / d z_K                                                     (L*B, Z)
         dzK = self.decoder.backward(d_out.reshape(L * B, self.x_dim))
         # 3. prior: loss has -(beta / (B L)) log p(z_K); d(-log p(z_K)) / d z_K = z_K
@@ -217,20 +203,21 @@ class FlowVAE(VAE):
         #    ... + (beta / (B L)) d log q_0(z_0|x) at the sample, direct + path:
         #    d/dmu: eps/sigma - eps/sigma = 0;  d/dlogvar: (eps^2 - 1)/2 - eps^2/2 = -1/2 (times L draws)
         dlogvar = dlogvar - self.dtype.type(0.5 * beta / B)
-        # 6. head: clip on logvar; the context h feeds all L draws: sum its gradient over l
-        dh = self.head.backward(dmu, dlogvar, None if dctx is None else dctx.reshape(L, B, -1).sum(axis=0))
+        # 6. h = [mu, logvar, ctx]: the clip on logvar; the context feeds all L draws: sum its gradient over l
+        dh = dist.split_mu_logvar_backward(h[:, :2 * Z], dmu, dlogvar)
+        if dctx is not None:
+            dh = np.concatenate([dh, dctx.reshape(L, B, -1).sum(axis=0)], axis=1)
         # 7. encoder
         self.encoder.backward(dh)
         return self.grads
 
     # ---- importance sampling with the flow posterior as the proposal --------------------
     def proposal(self, x: np.ndarray):
-        """Encode once for :func:`npvae.evaluate.iwae_bound`: (x, mu, logvar, context or None, log p(x|.) function)."""
+        """Encode once for :func:`npvae.evaluate.iwae_bound`: (x, mu, logvar, context or None)."""
         x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
         self._cache = None
-        mu, logvar = self.head.forward(self.encoder.forward(x))
-        ctx = None if self.head.context is None else self.head.context.copy()
-        return x, mu.copy(), logvar.copy(), ctx, log_prob_fn(self.likelihood, x)
+        mu, logvar, ctx = _split_context(self.encoder.forward(x), self.z_dim)
+        return x, mu.copy(), logvar, None if ctx is None else ctx.copy()
 
     def log_weights(self, q, eps: np.ndarray) -> np.ndarray:
         r""":math:`\log p(x|z_K) + \log p(z_K) - [\log q_0(z_0|x) - \sum_k\log|\det J_k|]`, :math:`z_0 = \mu + \sigma\epsilon`.
@@ -238,11 +225,11 @@ class FlowVAE(VAE):
         ``q`` from :meth:`proposal`; ``eps`` (k, B, Z) model dtype (any k: the context is
         repeated to (k*B, C)). Returns (k, B) float64 (the terms combined in float64).
         """
-        x, mu, logvar, ctx, log_prob = q
+        x, mu, logvar, ctx = q
         k, B, _ = eps.shape
         self._cache = None
         zK, logdet, log_q0 = self._push(mu, logvar, ctx, eps)
-        log_px = log_prob(x, self.decoder.forward(zK).reshape(k, B, -1)).astype(np.float64)
+        log_px = self.likelihood.log_prob(x, self.decoder.forward(zK).reshape(k, B, -1)).astype(np.float64)
         log_pz = dist.standard_normal_log_prob(zK.astype(np.float64)).reshape(k, B)
         return log_px + log_pz - (log_q0.astype(np.float64) - logdet.astype(np.float64).reshape(k, B))
 
@@ -251,7 +238,7 @@ class FlowVAE(VAE):
         check_x(x, self.x_dim, self.dtype, self.likelihood_name)
 
         def flowed_mean(xb):
-            _, mu, _, ctx, _ = self.proposal(xb)
+            _, mu, _, ctx = self.proposal(xb)
             return self.flow.forward(mu, ctx)[0]
 
         return in_batches(flowed_mean, x, batch_size=batch_size)

@@ -61,8 +61,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .. import distributions as dist
-from .._checks import check_choice, check_int
-from .parts import Terms, check_x, noise
+from .._checks import check_choice, check_int, check_x
+from .parts import Terms
 from .vae import VAE
 
 __all__ = ["IWAE", "ESTIMATORS"]
@@ -90,6 +90,7 @@ class IWAE(VAE):
 
     kind = "iwae"
     loss_name = "neg_iwae_bound"
+    forward_options = ()
 
     def __init__(self, x_dim: int, z_dim: int, hidden=(400,), activation: str = "relu",
                  likelihood: str = "bernoulli", *, k: int = 5, rng: np.random.Generator, dtype=np.float32,
@@ -128,25 +129,28 @@ class IWAE(VAE):
         Raises TypeError/ValueError for a bad ``x`` or ``eps``, ValueError with neither
         ``rng`` nor ``eps``.
         """
-        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
-        k, B, Z = self.k, x.shape[0], self.z_dim
-        eps = noise((k, B, Z), rng=rng, eps=eps, dtype=self.dtype)
-        mu, logvar = self.head.forward(self.encoder.forward(x))              # q(z|x), each (B, Z)
-        z = dist.reparameterize(mu, logvar, eps)                              # (k, B, Z)
-        out = self.decoder.forward(z.reshape(k * B, Z))                       # (k*B, x_dim)
-        log_px = self.likelihood.forward(x, out.reshape(k, B, self.x_dim))    # (k, B)
-        e64 = eps.astype(np.float64)
-        log_pz = dist.standard_normal_log_prob(z.astype(np.float64))          # (k, B)
-        # log q(z|x) at z = mu + sigma eps: (z - mu)^2 / sigma^2 = eps^2 exactly
-        log_qz = -0.5 * np.sum(dist.LOG_2PI + logvar.astype(np.float64) + e64 * e64, axis=-1)
-        log_w = log_px.astype(np.float64) + log_pz - log_qz                  # (k, B) float64
-        # L_k = log (1/k) sum_i w_i = logsumexp_i(log w_i) - log k; w~ = exp(log w - logsumexp)
-        lse = logsumexp(log_w, axis=0)                                        # (B,)
-        w_tilde = np.exp(log_w - lse)                                         # (k, B), sums to 1 over i
+        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)                      # (B, D)
+        k, B, Z, D = self.k, x.shape[0], self.z_dim, self.x_dim
+        eps = dist.noise((k, B, Z), rng=rng, eps=eps, dtype=self.dtype)                 # (k, B, Z)
+        # 1. encode: h = [mu, logvar], q(z|x) = N(mu, diag exp(logvar))
+        h = self.encoder.forward(x)                                                       # (B, 2Z)
+        mu, logvar = dist.split_mu_logvar(h)                                              # (B, Z) each
+        # 2. reparameterize: z_i = mu + sigma * eps_i, i = 1..k
+        z = dist.reparameterize(mu, logvar, eps)                                          # (k, B, Z)
+        # 3. decode
+        out = self.decoder.forward(z.reshape(k * B, Z)).reshape(k, B, D)                 # (k, B, D)
+        # 4. log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), in float64
+        log_px = self.likelihood.log_prob(x, out)                                         # (k, B)
+        log_pz = dist.standard_normal_log_prob(z.astype(np.float64))                      # (k, B)
+        log_qz = dist.log_q_at_sample(logvar.astype(np.float64), eps.astype(np.float64))  # (k, B)
+        log_w = log_px.astype(np.float64) + log_pz - log_qz                              # (k, B)
+        # 5. L_k = log (1/k) sum_i w_i = logsumexp_i(log w_i) - log k; w~ = exp(log w - logsumexp)
+        lse = logsumexp(log_w, axis=0)                                                    # (B,)
+        w_tilde = np.exp(log_w - lse)                                                     # (k, B), sums to 1 over i
         bound = lse - np.log(k)
         reconstruction = -log_px.mean(axis=0)
-        kl = dist.kl_standard_normal(mu, logvar)
-        self._cache = (B, eps, z, mu, logvar, w_tilde.astype(self.dtype))
+        kl = dist.gaussian_kl(mu, logvar)
+        self._cache = (x, h, eps, z, mu, logvar, out, w_tilde.astype(self.dtype))
         dt = self.dtype
         return Terms(float(-np.mean(bound)), {"iwae_bound": bound.astype(dt), "reconstruction": reconstruction,
                                               "kl": kl, "elbo": -(reconstruction + kl)})
@@ -166,11 +170,11 @@ class IWAE(VAE):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward(x, ...) first (encode, decode, sample "
                                "and iwae_bound since the last forward overwrite what backward needs)")
-        B, eps, z, mu, logvar, w_tilde = self._cache
-        k, Z = self.k, self.z_dim
+        x, h, eps, z, mu, logvar, out, w_tilde = self._cache
+        k, B, Z = eps.shape
         s = w_tilde * self.dtype.type(-1.0 / B)          # d loss / d log w_i = -w~_i / B      (k, B)
         # 1. likelihood: d loss / d out = s * d log p(x|z) / d out                          (k*B, x_dim)
-        d_out = self.likelihood.backward(s).reshape(k * B, self.x_dim)
+        d_out = self.likelihood.log_prob_grad(x, out, s).reshape(k * B, self.x_dim)
         # 2. decoder: d loss / d z from log p(x|z)                                          (k, B, Z)
         dz = self.decoder.backward(d_out).reshape(k, B, Z)
         # 3. prior: d log p(z) / d z = -z
@@ -187,6 +191,6 @@ class IWAE(VAE):
             #    ... + the total derivative of -log q(z|x) at the sample (direct + path):
             #    d/dmu: -eps/sigma + eps/sigma = 0;  d/dlogvar: -(eps^2 - 1)/2 + eps^2/2 = 1/2
             dlogvar = dlogvar + 0.5 * s.sum(axis=0)[:, None]
-        # 5. head (clip) and encoder
-        self.encoder.backward(self.head.backward(dmu, dlogvar))
+        # 5. h = [mu, logvar] (the clip) and the encoder
+        self.encoder.backward(dist.split_mu_logvar_backward(h, dmu, dlogvar))
         return self.grads

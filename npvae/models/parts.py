@@ -3,10 +3,10 @@ r"""Pieces every model shares: the result type, the Gaussian head, likelihoods b
 Plain functions and small layer-like objects, no base class: a model file composes them.
 
 * :class:`Terms` -- what every ``forward`` returns (``loss`` plus a ``metrics`` dict).
-* :class:`GaussianHead` -- splits an encoder output ``h = [mu, logvar_raw]`` and clips
-  ``logvar`` to :data:`LOGVAR_MIN`, :data:`LOGVAR_MAX`, with its backward.
 * :func:`make_likelihood` -- the decoder distribution p(x|z) from its name (:data:`LIKELIHOODS`).
-* :func:`check_x`, :func:`check_labels`, :func:`noise` -- argument checks shared by the models.
+* :func:`check_z`, :func:`check_labels`, :func:`one_hot` -- label and latent checks shared by the models
+  (the data check, :func:`npvae._checks.check_x`, and the noise, :func:`npvae.distributions.noise`,
+  live with the other checks and distributions).
 * :func:`collect` -- the flat ``params``/``grads`` dicts of a model from its parts.
 * :func:`set_common`, :func:`common_config`, :func:`build_from_config` -- the constructor
   arguments every model shares: checked and set, as a config, and back to a model.
@@ -20,14 +20,14 @@ import numpy as np
 
 from .. import distributions as dist
 from .._checks import check_array, check_choice, check_dtype, check_float, check_int, check_rng
+from ..distributions import LOGVAR_MAX, LOGVAR_MIN
 from ..layers import ACTIVATIONS
 
-__all__ = ["Terms", "GaussianHead", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX", "make_likelihood", "log_prob_fn",
-           "check_x", "check_z", "check_labels", "check_hidden", "one_hot", "noise", "collect", "decode_sample",
-           "set_common", "common_config", "build_from_config", "in_batches"]
+__all__ = ["Terms", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX", "make_likelihood", "check_z", "check_labels",
+           "check_hidden", "one_hot", "collect", "decode_sample", "set_common", "common_config", "build_from_config",
+           "in_batches"]
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
-LOGVAR_MIN, LOGVAR_MAX = -20.0, 10.0
 
 
 @dataclass
@@ -52,31 +52,6 @@ class Terms:
             return metrics[name]
         raise AttributeError(f"{type(self).__name__} has no attribute or metric {name!r} "
                              f"(metrics: {sorted(metrics)})")
-
-
-class GaussianHead:
-    r"""``h -> (mu, logvar)`` for :math:`q(z|\cdot) = N(\mu, \mathrm{diag}\,e^{\mathrm{logvar}})`.
-
-    The encoder's last layer outputs ``h = [mu, logvar_raw]`` (batch, 2 z_dim): one
-    (hidden, 2 z_dim) matmul instead of two. ``logvar = clip(logvar_raw, -20, 10)`` keeps
-    :math:`\sigma` in [4.5e-5, 148], so ``exp(logvar)`` never overflows, even in float32.
-    Local derivatives: :math:`\partial\mu/\partial h_{:Z} = 1`;
-    :math:`\partial\,\mathrm{logvar}/\partial h_{Z:} = 1` inside the clip range, 0 outside.
-    """
-
-    def __init__(self, z_dim: int) -> None:
-        self.z_dim = z_dim
-        self._raw = None
-
-    def forward(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``h`` (batch, 2 z_dim) -> ``mu``, ``logvar``, each (batch, z_dim), h's dtype."""
-        mu, self._raw = h[:, :self.z_dim], h[:, self.z_dim:]
-        return mu, np.clip(self._raw, LOGVAR_MIN, LOGVAR_MAX)
-
-    def backward(self, dmu: np.ndarray, dlogvar: np.ndarray) -> np.ndarray:
-        """(dL/dmu, dL/dlogvar) -> dL/dh (batch, 2 z_dim); the clip passes no gradient outside its range."""
-        inside = (self._raw >= LOGVAR_MIN) & (self._raw <= LOGVAR_MAX)  # d clip / d raw
-        return np.concatenate([dmu, dlogvar * inside], axis=1)
 
 
 def make_likelihood(name: str, x_dim: int, *, sigma_x: float = 1.0, per_pixel_sigma: bool = False,
@@ -105,32 +80,9 @@ def decode_sample(likelihood: dist.Likelihood, out: np.ndarray, *, mean: bool, r
         return m
     if likelihood.name == "bernoulli":
         return (rng.random(m.shape, dtype=m.dtype) < m).astype(m.dtype)
-    sigma = (np.exp(likelihood._log_sigma()) if likelihood.name == "gaussian_learned"
+    sigma = (np.exp(likelihood.log_sigma()) if likelihood.name == "gaussian_learned"
              else likelihood.sigma_x)
     return m + (sigma * rng.standard_normal(m.shape, dtype=m.dtype)).astype(m.dtype)
-
-
-def log_prob_fn(likelihood: dist.Likelihood, x: np.ndarray):
-    """``likelihood.log_prob``, or its one-pass form for binary data (the log p(x) hot loop).
-
-    Evaluated on binarized images, the Bernoulli log-likelihood is
-    -softplus(-(2x - 1) l) (:func:`npvae.distributions.bernoulli_log_prob_binary`), one
-    ``exp``/``log1p`` pass instead of three; the check that x is 0/1 is one pass over x,
-    paid once per batch instead of once per sample.
-    """
-    if likelihood.name == "bernoulli" and np.all((x == 0) | (x == 1)):
-        return likelihood.log_prob_binary
-    return likelihood.log_prob
-
-
-def check_x(x, x_dim: int, dtype, likelihood: str) -> np.ndarray:
-    """``x`` (batch >= 1, x_dim), model dtype, finite, in [0, 1] for Bernoulli; TypeError/ValueError otherwise."""
-    check_array(x, "x", shape=(None, x_dim), dtype=dtype, finite=True)
-    if x.shape[0] == 0:
-        raise ValueError(f"x: expected a batch of at least 1 example, got shape {x.shape}")
-    if likelihood == "bernoulli":
-        check_array(x, "x", low=0.0, high=1.0)  # Bernoulli targets are probabilities
-    return x
 
 
 def check_z(z, z_dim: int, dtype, name: str = "z") -> np.ndarray:
@@ -158,67 +110,17 @@ def one_hot(y: np.ndarray, n_classes: int, dtype) -> np.ndarray:
     return out
 
 
-def noise(shape, *, rng, eps, dtype) -> np.ndarray:
-    """``eps`` if given (checked against ``shape`` and ``dtype``), else a fresh N(0, I) draw from ``rng``.
-
-    Raises ValueError if neither is given, TypeError/ValueError for an ``eps`` of another
-    shape or dtype.
-    """
-    if eps is None:
-        if rng is None:
-            raise ValueError("rng: expected a numpy.random.Generator when eps is not given, got None")
-        return dist.sample_eps(shape, rng=rng, dtype=dtype)
-    if isinstance(eps, np.ndarray) and eps.ndim == len(shape) - 1 and shape[0] == 1:
-        eps = eps[None]  # (batch, z_dim) for a single sample
-    return check_array(eps, "eps", shape=tuple(shape), dtype=dtype, finite=True)
-
-
 def collect(**parts) -> tuple[dict, dict]:
-    """Flat ``params`` and ``grads`` dicts ("encoder.0.W", ...) of the named parts' live arrays.
+    """The model's ``params`` and ``grads`` dicts ("encoder.0.W", ...): its parts' live arrays under prefixed names.
 
-    The arrays are moved into one contiguous buffer per dict (in the dicts' order, values
-    copied) and every layer's own dicts are pointed at the views, so each layer keeps
-    reading and writing its arrays by name while the optimizer can update the whole model
-    in a few passes over one flat span (:mod:`npvae.optim` detects it). Raises nothing of
-    its own; parts of mixed dtypes keep their separate arrays.
+    The arrays are the parts' own (no copy): an optimizer updating ``params`` in place
+    updates the layers, and each layer's ``backward`` writes the arrays in ``grads``.
     """
     params, grads = {}, {}
     for prefix, part in parts.items():
         params.update({f"{prefix}.{k}": v for k, v in part.params.items()})
         grads.update({f"{prefix}.{k}": v for k, v in part.grads.items()})
-    for name, arrays in (("params", params), ("grads", grads)):
-        _one_buffer(arrays, list(parts.values()), name)
     return params, grads
-
-
-def _one_buffer(arrays: dict, parts: list, attr: str) -> None:
-    """Copy ``arrays`` end to end into one new buffer and rebind every ``attr`` dict under ``parts`` to the views."""
-    if not arrays or len({a.dtype for a in arrays.values()}) != 1:
-        return
-    buffer = np.empty(sum(a.size for a in arrays.values()), dtype=next(iter(arrays.values())).dtype)
-    views, start = {}, 0
-    for key, a in arrays.items():
-        view = buffer[start:start + a.size].reshape(a.shape)
-        view[...] = a
-        views[id(a)] = view  # the old arrays stay alive (in the layers' dicts) until rebound
-        arrays[key], start = view, start + a.size
-    _rebind(parts, views, attr, set())
-
-
-def _rebind(objects, views: dict, attr: str, seen: set) -> None:
-    """Point every entry of the ``attr`` dicts of ``objects`` and of their sub-objects at ``views`` (by identity)."""
-    for obj in objects:
-        if id(obj) in seen or not isinstance(getattr(obj, attr, None), dict):
-            continue
-        seen.add(id(obj))
-        d = getattr(obj, attr)
-        for key, value in d.items():
-            if id(value) in views:
-                d[key] = views[id(value)]
-        children = []
-        for value in vars(obj).values():
-            children.extend(value if isinstance(value, (list, tuple)) else [value])
-        _rebind(children, views, attr, seen)
 
 
 def in_batches(code, x: np.ndarray, *labels, batch_size: int) -> np.ndarray:

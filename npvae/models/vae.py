@@ -1,20 +1,27 @@
-r"""The variational autoencoder, with its ELBO gradient written out by hand.
+r"""The variational autoencoder: the ELBO and its gradient, written out by hand in this file.
 
-Model (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", section 3 and appendix C;
-the derivation of every step is in ``docs/derivation.md``):
+Model (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", section 3 and appendices
+B and C; every step is derived in ``docs/derivation.md``, section "The VAE"):
 
 * encoder :math:`q_\phi(z|x) = N(\mu, \mathrm{diag}\,\sigma^2)`: an MLP whose last layer
-  outputs ``[mu, logvar]`` (``logvar`` :math:`= \log\sigma^2`, clipped to [-20, 10]);
+  outputs ``h = [mu, logvar]`` (``logvar`` :math:`= \log\sigma^2`, clipped to [-20, 10]);
 * reparameterization :math:`z^{(l)} = \mu + \sigma\odot\epsilon^{(l)}`,
   :math:`\epsilon^{(l)}\sim N(0, I)`, :math:`\sigma = \exp(\mathrm{logvar}/2)`;
 * prior :math:`p(z) = N(0, I)`;
 * decoder :math:`p_\theta(x|z)`: an MLP whose output is the likelihood's parameter
   (Bernoulli logits, or a Gaussian mean with a fixed or learned :math:`\sigma_x`).
 
-The per-example objective is the ELBO with L = ``n_samples`` draws (eq. 10, "SGVB
-estimator B"), :math:`\mathcal L(x) = \frac1L\sum_l \log p_\theta(x|z^{(l)}) - \beta\,KL(q_\phi(z|x)\,\|\,p(z))`,
+The per-example objective is the ELBO with L = ``n_samples`` draws and the KL in closed
+form (eq. 10, "SGVB estimator B"),
+
+.. math::
+    \mathcal L(x) = \frac1L\sum_{l=1}^L \log p_\theta(x|z^{(l)}) - \beta\,KL(q_\phi(z|x)\,\|\,p(z)),
+
 and the loss is :math:`-\mathcal L` averaged over the batch, in nats per example.
 ``beta = 1`` is the VAE, ``beta != 1`` the beta-VAE (Higgins et al. 2017).
+:meth:`VAE.forward` computes it in numbered steps and :meth:`VAE.backward` runs the chain
+rule back through the same steps; the pieces they call are functions on arrays in
+:mod:`npvae.distributions` and the layers' own ``forward``/``backward``.
 """
 
 from __future__ import annotations
@@ -23,11 +30,9 @@ import numpy as np
 
 from .. import distributions as dist
 from .. import evaluate
-from .._checks import check_float, check_int
+from .._checks import check_float, check_int, check_x
 from ..layers import MLP
-from . import elbo
-from .parts import (GaussianHead, Terms, build_from_config, check_x, check_z, collect, common_config, decode_sample,
-                    in_batches, log_prob_fn, noise, set_common)
+from .parts import Terms, build_from_config, check_z, collect, common_config, decode_sample, in_batches, set_common
 
 __all__ = ["VAE"]
 
@@ -61,6 +66,7 @@ class VAE:
     kind = "vae"
     conditional = False
     loss_name = "neg_elbo"
+    forward_options = ("n_samples", "beta")
 
     def __init__(self, x_dim: int, z_dim: int, hidden=(400,), activation: str = "relu",
                  likelihood: str = "bernoulli", *, rng: np.random.Generator, dtype=np.float32,
@@ -68,9 +74,8 @@ class VAE:
         kw = set_common(self, x_dim, z_dim, hidden, activation, likelihood, rng=rng, dtype=dtype, sigma_x=sigma_x,
                         per_pixel_sigma=per_pixel_sigma, init=init)
         self.noise_dim = self.z_dim
-        # x is data: nobody needs dL/dx, and skipping it saves a matmul as big as the first layer's
+        # x is data: its first layer skips dL/dx (see npvae.layers.Linear)
         self.encoder = MLP((self.x_dim, *self.hidden, 2 * self.z_dim), self.activation, skip_input_grad=True, **kw)
-        self.head = GaussianHead(self.z_dim)
         self.decoder = MLP((self.z_dim, *reversed(self.hidden), self.x_dim), self.activation, **kw)
         self.params, self.grads = collect(encoder=self.encoder, decoder=self.decoder, likelihood=self.likelihood)
         self._cache = None
@@ -93,8 +98,8 @@ class VAE:
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``mu``, ``logvar`` of q(z|x), each (batch, z_dim), model dtype. ``x``: (batch, x_dim), finite."""
         self._cache = None  # the layers' caches now belong to this call, not to a forward
-        mu, logvar = self.head.forward(self.encoder.forward(check_x(x, self.x_dim, self.dtype, self.likelihood_name)))
-        return mu.copy(), logvar.copy()
+        mu, logvar = dist.split_mu_logvar(self.encoder.forward(check_x(x, self.x_dim, self.dtype, self.likelihood_name)))
+        return mu.copy(), logvar
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """The mean of p(x|z) (pixel probabilities or Gaussian mean): (batch, z_dim) -> (batch, x_dim)."""
@@ -116,52 +121,84 @@ class VAE:
                 n_samples: int = 1, beta: float = 1.0) -> Terms:
         r"""Estimate the ELBO of a batch and cache what :meth:`backward` needs.
 
-        ``x`` (batch, x_dim), model dtype; ``eps`` (n_samples, batch, z_dim) (or (batch,
-        z_dim) for one sample) fixes the noise, else ``rng`` draws it; ``n_samples`` = L;
-        ``beta`` >= 0 weights the KL. Returns :class:`Terms` with metrics ``reconstruction``
-        :math:`-\frac1L\sum_l\log p(x|z^{(l)})`, ``kl`` (closed form) and ``elbo``, each
-        (batch,) nats. Raises TypeError/ValueError for bad arguments.
+        ``x`` (B, x_dim), model dtype; ``eps`` (L, B, z_dim) (or (B, z_dim) for one sample)
+        fixes the noise, else ``rng`` draws it; ``n_samples`` = L; ``beta`` >= 0 weights the
+        KL. Returns :class:`Terms`: ``loss`` :math:`\frac1B\sum_n(\mathrm{rec}_n + \beta\,KL_n)`
+        and (B,) metrics in nats, ``reconstruction`` :math:`-\frac1L\sum_l\log p(x|z^{(l)})`,
+        ``kl`` (closed form) and ``elbo`` (at beta = 1). Raises TypeError/ValueError for bad
+        arguments.
         """
-        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
+        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)                      # (B, D)
         L, beta = check_int(n_samples, "n_samples", minimum=1), check_float(beta, "beta", minimum=0.0)
-        eps = noise((L, x.shape[0], self.z_dim), rng=rng, eps=eps, dtype=self.dtype)
-        # encoder, then the ELBO given its output h = [mu, logvar_raw] (npvae.models.elbo):
-        # z = mu + sigma eps, decoder, log p(x|z), closed-form KL
-        terms, self._cache = elbo.forward(x, self.encoder.forward(x), eps, beta=beta, head=self.head,
-                                          decode=self.decoder.forward, likelihood=self.likelihood)
-        return terms
+        B, Z, D = x.shape[0], self.z_dim, self.x_dim
+        eps = dist.noise((L, B, Z), rng=rng, eps=eps, dtype=self.dtype)                 # (L, B, Z)
+        # 1. encode: h = [mu, logvar], q(z|x) = N(mu, diag exp(logvar))
+        h = self.encoder.forward(x)                                                       # (B, 2Z)
+        mu, logvar = dist.split_mu_logvar(h)                                              # (B, Z) each
+        # 2. reparameterize: z = mu + sigma * eps, sigma = exp(logvar / 2)
+        z = dist.reparameterize(mu, logvar, eps)                                          # (L, B, Z)
+        # 3. decode: the likelihood's parameter (Bernoulli logits or Gaussian mean)
+        out = self.decoder.forward(z.reshape(L * B, Z)).reshape(L, B, D)                 # (L, B, D)
+        # 4. reconstruction: -(1/L) sum_l log p(x|z_l)
+        reconstruction = -self.likelihood.log_prob(x, out).mean(axis=0)                   # (B,)
+        # 5. KL(q(z|x) || N(0, I)) in closed form: 1/2 sum_j (mu^2 + sigma^2 - logvar - 1)
+        kl = dist.gaussian_kl(mu, logvar)                                                 # (B,)
+        # 6. loss = mean over the batch of reconstruction + beta KL (the -ELBO at beta = 1)
+        self._cache = (x, h, eps, mu, logvar, out, beta)
+        return Terms(float(np.mean(reconstruction + beta * kl)),
+                     {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)})
 
     def backward(self) -> dict[str, np.ndarray]:
         r"""Gradient of the last ``forward``'s loss, :math:`\frac1B\sum_n[-\frac1L\sum_l\log p(x_n|z^{(l)}_n) + \beta KL_n]`.
 
-        The chain rule, in order (steps 1-4 in :func:`npvae.models.elbo.backward`): (1)
-        likelihood, (2) decoder, (3) through :math:`z = \mu + \sigma\epsilon` plus the KL's
-        closed form, (4) the head's clip; then (5) the encoder. Overwrites and returns :attr:`grads` (live arrays, model dtype). Raises
-        RuntimeError if there is no forward to differentiate (none yet, or encode / decode /
-        sample / iwae_bound ran since and overwrote the layers' caches).
+        The chain rule through the forward's steps in reverse, numbered as in
+        ``docs/derivation.md``. Overwrites and returns :attr:`grads` (live arrays, model
+        dtype). Raises RuntimeError if there is no forward to differentiate (none yet, or
+        encode / decode / sample / iwae_bound ran since and overwrote the layers' caches).
         """
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward(x, ...) first (encode, decode, sample "
                                "and iwae_bound since the last forward overwrite what backward needs)")
-        # 1.-4. likelihood, decoder, z = mu + sigma eps and the KL, the head's clip: d loss / d h
-        dh = elbo.backward(self._cache, head=self.head, decode_backward=self.decoder.backward,
-                           likelihood=self.likelihood)
-        # 5. encoder
+        x, h, eps, mu, logvar, out, beta = self._cache
+        L, B, Z = eps.shape
+        # 1. likelihood: d loss / d out = -(1/(B L)) d log p(x|z) / d out; Bernoulli: x - sigmoid(out)   (L, B, D)
+        d_out = self.likelihood.log_prob_grad(x, out, -1.0 / (B * L))
+        # 2. decoder: d loss / d z                                                                       (L, B, Z)
+        dz = self.decoder.backward(d_out.reshape(L * B, self.x_dim)).reshape(L, B, Z)
+        # 3. z = mu + sigma eps: dz/dmu = 1, dz/dlogvar = sigma eps / 2, summed over the L draws        (B, Z) each
+        dmu, dlogvar = dist.reparameterize_backward(dz, logvar, eps)
+        # 4. the KL term, beta/B KL: dKL/dmu = mu, dKL/dlogvar = (sigma^2 - 1) / 2
+        dkl_dmu, dkl_dlogvar = dist.gaussian_kl_grad(mu, logvar)
+        dmu = dmu + (beta / B) * dkl_dmu
+        dlogvar = dlogvar + (beta / B) * dkl_dlogvar
+        # 5. h = [mu, logvar]: the clip of logvar passes no gradient outside [-20, 10]                  (B, 2Z)
+        dh = dist.split_mu_logvar_backward(h, dmu, dlogvar)
+        # 6. encoder: writes d loss / d phi (dL/dx is not needed: x is data)
         self.encoder.backward(dh)
         return self.grads
 
     # ---- importance sampling: the model's side of npvae.evaluate -----------------------
     def proposal(self, x: np.ndarray):
-        """Encode once for :func:`npvae.evaluate.iwae_bound`: (x, mu, logvar, log p(x|.) function)."""
+        """Encode once for :func:`npvae.evaluate.iwae_bound`: ``(x, mu, logvar)`` of q(z|x)."""
         x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
         self._cache = None
-        mu, logvar = self.head.forward(self.encoder.forward(x))
-        return x, mu.copy(), logvar.copy(), log_prob_fn(self.likelihood, x)
+        mu, logvar = dist.split_mu_logvar(self.encoder.forward(x))
+        return x, mu.copy(), logvar
 
     def log_weights(self, q, eps: np.ndarray) -> np.ndarray:
-        r""":math:`\log w = \log p(x|z) + \log p(z) - \log q(z|x)` at :math:`z = \mu + \sigma\epsilon`; (k, B) float64."""
-        x, mu, logvar, log_prob = q
-        return elbo.log_weights(x, mu, logvar, log_prob, eps, self.decoder.forward)
+        r""":math:`\log w = \log p(x|z) + \log p(z) - \log q(z|x)` at :math:`z = \mu + \sigma\epsilon`.
+
+        ``q`` from :meth:`proposal`; ``eps`` (k, B, z_dim), model dtype. Returns (k, B)
+        float64 nats (Burda et al. 2016, eq. 8).
+        """
+        x, mu, logvar = q
+        k, B, Z = eps.shape
+        z = dist.reparameterize(mu, logvar, eps)                                          # (k, B, Z)
+        out = self.decoder.forward(z.reshape(k * B, Z)).reshape(k, B, self.x_dim)        # (k, B, D)
+        log_px = self.likelihood.log_prob(x, out).astype(np.float64)                      # log p(x|z)
+        log_pz = dist.standard_normal_log_prob(z.astype(np.float64))                      # log p(z)
+        log_qz = dist.log_q_at_sample(logvar.astype(np.float64), eps.astype(np.float64))  # log q(z|x)
+        return log_px + log_pz - log_qz
 
     def iwae_bound(self, x, k: int, *, rng=None, eps=None, chunk_size=None) -> np.ndarray:
         """:func:`npvae.evaluate.iwae_bound` of this model: (batch,) float64 nats."""
