@@ -81,7 +81,10 @@ def check_array(
     if dtype is not None and x.dtype != np.dtype(dtype):
         raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got dtype {x.dtype}")
     if shape is not None:
-        if x.ndim != len(shape) or any(e is not None and e != s for e, s in zip(shape, x.shape)):
+        wrong = x.ndim != len(shape)
+        for want, got in zip(shape, x.shape):
+            wrong = wrong or (want is not None and want != got)
+        if wrong:
             raise ValueError(f"{name}: expected shape {_shape_str(shape)}, got shape {x.shape}")
     if finite and x.size and not np.isfinite(x).all():
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))

@@ -523,8 +523,8 @@ def binarize_static(images: np.ndarray, *, seed: int) -> np.ndarray:
     rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
     out = np.empty_like(images)
     for start in range(0, len(images), _STATIC_CHUNK):
-        draw = _bernoulli(images[start:start + _STATIC_CHUNK], rng, np.dtype(np.float32))
-        out[start:start + _STATIC_CHUNK] = np.where(draw == 1, np.uint8(255), np.uint8(0))
+        draw = _to_float(images[start:start + _STATIC_CHUNK], "dynamic", rng, np.dtype(np.float32))  # 0/1, (n, pixels)
+        out[start:start + _STATIC_CHUNK] = np.where(draw == 1, np.uint8(255), np.uint8(0)).reshape(draw.shape[0], *images.shape[1:])
     return out
 
 
@@ -556,19 +556,15 @@ def binarize(images: np.ndarray, *, rng: np.random.Generator, dtype=np.float32) 
     ``images`` of rank < 2.
     """
     images, rng, dtype = _check_images(images), check_rng(rng), check_dtype(dtype)
-    return _bernoulli(images.reshape(len(images), -1), rng, dtype)
-
-
-def _bernoulli(grey: np.ndarray, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
-    """``(u < grey / 255)`` as ``dtype`` 0/1, u ~ U[0, 1) of grey's shape: the draw of :func:`binarize`."""
-    return (rng.random(grey.shape, dtype=dtype) < grey / dtype.type(255)).astype(dtype)
+    return _to_float(images, "dynamic", rng, dtype)
 
 
 def _to_float(images: np.ndarray, binarize: str, rng, dtype: np.dtype) -> np.ndarray:
     """A checked uint8 batch (B, ...) -> (B, prod(shape[1:])) ``dtype``: binarized ("dynamic") or /255 ("none")."""
     grey = images.reshape(len(images), -1)
     if binarize == "dynamic":
-        return _bernoulli(grey, rng, dtype)
+        # x = 1[u < p], u ~ U[0, 1), p = grey / 255: P(x = 1) = p (the one binarizer, dynamic and static)
+        return (rng.random(grey.shape, dtype=dtype) < grey / dtype.type(255)).astype(dtype)
     x = grey.astype(dtype)
     x /= dtype.type(255)
     return x
@@ -648,9 +644,10 @@ def minibatches(images: np.ndarray, batch_size: int, *, rng, binarize: str = "dy
         ``batch_size`` < 1, unknown ``binarize``, ``labels`` length differing from N.
     """
     images = _check_images(images)
-    count = n_batches(len(images), batch_size, drop_last)
+    batch_size, drop_last = check_int(batch_size, "batch_size", minimum=1), check_bool(drop_last, "drop_last")
     binarize, rng, dtype = _check_binarize(binarize), check_rng(rng), check_dtype(dtype)
     shuffle = check_bool(shuffle, "shuffle")
+    count = len(images) // batch_size if drop_last else -(-len(images) // batch_size)
     if labels is not None:
         if not isinstance(labels, np.ndarray):
             raise TypeError(f"labels: expected a numpy.ndarray or None, got {type(labels).__name__}")

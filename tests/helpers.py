@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import settings
 
 from npvae.layers import ReLU, LeakyReLU, ELU
-from npvae.vae import VAE
+from npvae.models import VAE
 
 
 def kink_margin(model: VAE) -> float:

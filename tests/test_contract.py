@@ -14,6 +14,10 @@ import pytest
 
 from npvae import Adam, TrainConfig, Trainer, evaluate
 from npvae import checkpoint as ck
+from npvae.distributions import GaussianLearned
+from npvae.flows import Flow, PlanarFlow
+from npvae.layers import Linear
+from npvae.made import MaskedLinear
 from npvae.models import MODELS, VAE, Terms, build_model, from_config
 from npvae.progress import Progress
 
@@ -71,6 +75,67 @@ def test_trainer_refuses_options_the_model_has_no_use_for(tmp_path):
                 rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="n_samples: .* got n_samples=3"):
         Trainer(model, Adam(model.params), images(8), config=TrainConfig(n_samples=3), rng=np.random.default_rng(0))
+
+
+class PixelMeansWithBeta(PixelMeans):
+    """PixelMeans whose forward takes a ``beta`` and declares it in ``forward_options``; records what it gets."""
+
+    forward_options = ("beta",)
+
+    def __init__(self, x_dim):
+        super().__init__(x_dim)
+        self.betas = []
+
+    def forward(self, x, *, rng=None, beta=1.0):
+        self.betas.append(beta)
+        return super().forward(x, rng=rng)
+
+
+class PixelMeansUndeclared(PixelMeansWithBeta):
+    """The same forward (it takes ``beta``), but no ``forward_options``: the Trainer reads the declaration."""
+
+    forward_options = ()
+
+
+def test_trainer_passes_exactly_the_declared_forward_options():
+    config = TrainConfig(epochs=2, batch_size=16, binarize="none", warmup_epochs=1, beta=2.0)
+    model = PixelMeansWithBeta(16)
+    t = Trainer(model, Adam(model.params, lr=0.05), images(64), config=config, rng=np.random.default_rng(0),
+                log=None)
+    t.fit()
+    assert t.steps_per_epoch == 4
+    assert model.betas == [t.beta_at(s) for s in range(8)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0, 2.0]
+    # at the defaults nothing is passed: the model's own default (here 1.0) is used
+    model = PixelMeansWithBeta(16)
+    Trainer(model, Adam(model.params), images(16), config=TrainConfig(epochs=1, batch_size=16, binarize="none"),
+            rng=np.random.default_rng(0), log=None).fit()
+    assert model.betas == [1.0]
+    # declared beta but not n_samples; a forward that takes beta without declaring it is refused
+    with pytest.raises(ValueError, match="n_samples: the pixel_means model's objective has no n_samples"):
+        Trainer(PixelMeansWithBeta(16), Adam({"m": np.zeros(16)}), images(8), config=TrainConfig(n_samples=3),
+                rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="beta: the pixel_means model's objective has no beta"):
+        Trainer(PixelMeansUndeclared(16), Adam({"m": np.zeros(16)}), images(8), config=TrainConfig(beta=0.5),
+                rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_forward_options_declare_what_forward_accepts(kind):
+    expected = {"vae": {"n_samples", "beta"}, "cvae": {"n_samples", "beta"}, "dirichlet": {"n_samples", "beta"},
+                "flow": {"n_samples", "beta"}, "iwae": set(), "ae": set()}[kind]
+    args = (6, 3, 2) if kind == "cvae" else (6, 3)
+    model = build_model(kind, *args, hidden=(5,), rng=np.random.default_rng(0), dtype=np.float64)
+    assert isinstance(model.forward_options, tuple) and set(model.forward_options) == expected
+    x = np.random.default_rng(1).random((4, 6))
+    y = (np.arange(4) % 2,) if kind == "cvae" else ()
+    base = model.forward(x, *y, rng=np.random.default_rng(2)).loss
+    for name, value in (("beta", 0.5), ("n_samples", 2)):
+        if name in expected:  # accepted, and it changes the objective
+            loss = model.forward(x, *y, rng=np.random.default_rng(2), **{name: value}).loss
+            assert np.isfinite(loss) and loss != base, name
+        else:
+            with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):
+                model.forward(x, *y, rng=np.random.default_rng(2), **{name: value})
 
 
 def test_terms_expose_metrics_as_attributes():
@@ -236,24 +301,93 @@ def _dicts(obj, attr, seen=None):
     return found
 
 
-@pytest.mark.parametrize("kind", sorted(MODELS))
-def test_params_and_grads_live_in_one_buffer_shared_with_every_layer(kind):
-    from npvae.optim import _flat_span
-    extra = {"cvae": {"n_classes": 3}, "flow": {"flow": "iaf", "flow_length": 2}}.get(kind, {})
+def _owner(model, key):
+    """The layer (Linear, MaskedLinear, PlanarFlow, likelihood) whose own ``params``/``grads`` entry ``key`` names.
+
+    "encoder.0.W" -> model.encoder[0], "W"; "flow.1.made.ctx.b" -> model.flow.steps[1].made.ctx, "b";
+    "likelihood.log_sigma" -> model.likelihood, "log_sigma". Digits index a Sequential's or a MADE's
+    ``layers``, or a Flow's ``steps``; other names are attributes.
+    """
+    *path, name = key.split(".")
+    obj = model
+    for part in path:
+        obj = (obj.steps if isinstance(obj, Flow) else obj.layers)[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj, name
+
+
+def _leaf_forward(layer, params, rng):
+    """(layer output, the same computed here from ``params``), float64: the layer's forward against its formula."""
+    if isinstance(layer, Linear):  # MaskedLinear too: its forward uses W * mask
+        W = params["W"] * layer.mask if isinstance(layer, MaskedLinear) else params["W"]
+        v = rng.standard_normal((4, W.shape[0]))
+        return layer.forward(v), v @ W + params["b"]
+    if isinstance(layer, PlanarFlow):  # f(z) = z + u_hat tanh(w.z + b), w.u_hat = -1 + softplus(w.u)
+        u, w, b = params["u"], params["w"], params["b"]
+        u_hat = u + (-1 + np.log1p(np.exp(w @ u)) - w @ u) * w / (w @ w)
+        v = rng.standard_normal((4, w.size))
+        return layer.forward(v)[0], v + np.tanh(v @ w + b[0])[:, None] * u_hat
+    # the learned Gaussian likelihood: log N(x; out, sigma^2), log sigma above the floor
+    ls = params["log_sigma"]
+    xv, out = rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
+    return layer.log_prob(xv, out), -np.sum(0.5 * np.log(2 * np.pi) + ls + 0.5 * (xv - out) ** 2 * np.exp(-2 * ls), 1)
+
+
+CONTRACT_MODELS = {"ae": {}, "cvae": {}, "dirichlet": {}, "iwae": {}, "vae": {},
+                   "flow": {"flow": "iaf", "flow_length": 2}, "flow-planar": {"flow": "planar", "flow_length": 2}}
+
+
+@pytest.mark.parametrize("case", sorted(CONTRACT_MODELS))
+def test_params_and_grads_are_the_layers_own_arrays(case):
+    """model.params / model.grads hold each layer's own arrays (no copies, no shared buffer)."""
+    kind = case.split("-")[0]
+    assert set(MODELS) <= {c.split("-")[0] for c in CONTRACT_MODELS}  # every model kind is covered
     args = (6, 3, 2) if kind == "cvae" else (6, 3)
     model = build_model(kind, *args, hidden=(5,), likelihood="gaussian_learned", rng=np.random.default_rng(0),
-                        dtype=np.float64, **{k: v for k, v in extra.items() if k != "n_classes"})
+                        dtype=np.float64, **CONTRACT_MODELS[case])
+    assert list(model.params) == list(model.grads)
+    layers = {}
+    for key in model.params:
+        layer, name = _owner(model, key)
+        assert isinstance(layer, (Linear, PlanarFlow, GaussianLearned)), (key, type(layer))
+        assert model.params[key] is layer.params[name], key   # identity: the layer's own array
+        assert model.grads[key] is layer.grads[name], key
+        assert model.params[key].shape == model.grads[key].shape
+        layers.setdefault(id(layer), (layer, {}))[1][name] = key
+    # every array in every params/grads dict reachable from the model (layers, steps, MADEs, the
+    # likelihood) is one of the model's entries: nothing holds a copy
     for attr in ("params", "grads"):
+        top = {id(a) for a in getattr(model, attr).values()}
+        for d in _dicts(model, attr):
+            assert all(id(a) in top for a in d.values()), attr
+        # plain per-layer arrays: no two entries share memory (no flat buffer behind them)
         arrays = list(getattr(model, attr).values())
-        span = _flat_span(arrays)
-        assert span is not None and span.size == sum(a.size for a in arrays)
-        top = {id(a) for a in arrays}
-        for d in _dicts(model, attr):  # every layer's own dict holds the very same views
-            for a in d.values():
-                assert id(a) in top or not np.shares_memory(a, span) and a.size == 0
-    # a training step writes through the layers into the model's dicts
+        assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]), attr
+    assert len({id(g) for g in model.grads.values()} | {id(p) for p in model.params.values()}) == 2 * len(model.params)
+
+    # an in-place update through model.params is what each layer's forward computes with
+    rng = np.random.default_rng(3)
+    for layer, names in layers.values():
+        new = {}
+        for name, key in names.items():
+            p = model.params[key]
+            p[...] = rng.uniform(-1.0, 1.0, p.shape) if name != "log_sigma" else -0.4
+            new[name] = p.copy()
+        got, expected = _leaf_forward(layer, new, rng)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    # ... and the whole model's: copying another model's weights in place through model.params
+    # gives that model's loss exactly (what loading a checkpoint does)
+    other = build_model(kind, *args, hidden=(5,), likelihood="gaussian_learned", rng=np.random.default_rng(9),
+                        dtype=np.float64, **CONTRACT_MODELS[case])
     x = np.random.default_rng(1).random((4, 6))
     y = (np.arange(4) % 2,) if kind == "cvae" else ()
+    before = model.forward(x, *y, rng=np.random.default_rng(2)).loss
+    for key, p in model.params.items():
+        p[...] = other.params[key]
+    loss = model.forward(x, *y, rng=np.random.default_rng(2)).loss
+    assert loss == other.forward(x, *y, rng=np.random.default_rng(2)).loss != before
+    # a training step writes through the layers into the model's dicts
     model.forward(x, *y, rng=np.random.default_rng(2))
     grads = model.backward()
+    assert grads is model.grads
+    assert all(grads[key] is _owner(model, key)[0].grads[_owner(model, key)[1]] for key in grads)
     assert all(np.any(g != 0) for name, g in grads.items() if "encoder" in name or "decoder" in name)

@@ -639,27 +639,59 @@ def test_dynamic_binarization_is_exact_bernoulli_per_pixel_value(dtype):
     assert abs((total.sum() - n * (np.arange(256) / 256).sum()) / np.sqrt(n * (p * (1 - p)).sum())) > 5.0
 
 
-def test_uniform_below_255_is_flat_and_never_255():
-    """The rejection sampler behind the identity P(U < p) = p/255, U uniform on {0, ..., 254}."""
-    rng = np.random.default_rng(3)
-    u = np.concatenate([data._uniform_below_255(rng, n) for n in (1, 7, 8, 9, 1000, 200_003)])
-    assert u.dtype == np.uint8 and u.size == 201_028 and u.max() == 254
-    counts = np.bincount(u, minlength=255)
-    expected = u.size / 255
-    chi2 = ((counts - expected) ** 2 / expected).sum()   # 254 degrees of freedom: mean 254, sd 22.5
-    assert 254 - 5 * 22.5 < chi2 < 254 + 5 * 22.5
-    a = data._uniform_below_255(np.random.default_rng(9), 5000)
-    np.testing.assert_array_equal(a, data._uniform_below_255(np.random.default_rng(9), 5000))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binarize_fires_with_probability_grey_over_255(dtype):
+    """binarize: x = (u < grey / 255), u ~ U[0, 1) from rng.random in ``dtype``: P(x = 1) = grey / 255."""
+    n = 16_000                                                  # draws per grey level
+    grey = np.tile(np.arange(256, dtype=np.uint8), (n, 1)).reshape(n, 16, 16)
+    x = data.binarize(grey, rng=np.random.default_rng(21), dtype=dtype)
+    assert x.dtype == dtype and x.shape == (n, 256)
+    assert np.isin(x, (0.0, 1.0)).all()
+    # exactly the textbook draw, from the same stream
+    u = np.random.default_rng(21).random((n, 256), dtype=dtype)
+    np.testing.assert_array_equal(x, (u < np.arange(256) / dtype(255)).astype(dtype))
+    ones = x.sum(axis=0, dtype=np.float64)                      # (256,) ones per grey level
+    assert ones[0] == 0 and ones[255] == n                      # 0 never fires, 255 always does
+    p = np.arange(1, 255) / 255.0
+    z = (ones[1:255] - n * p) / np.sqrt(n * p * (1 - p))        # binomial(n, p/255), standardized
+    assert np.abs(z).max() < 5.0, np.abs(z).max()               # each of 254 levels within 5 standard deviations
+    # pooled over the levels the test tells p/255 from p/256 (9.6 standard deviations apart here)
+    pooled_sd = np.sqrt(n * (p * (1 - p)).sum())
+    assert abs(ones[1:255].sum() - n * p.sum()) / pooled_sd < 4.0
+    assert abs(ones[1:255].sum() - n * (np.arange(1, 255) / 256).sum()) / pooled_sd > 5.0
 
 
-def test_dynamic_binarization_any_bit_generator_and_reproducible(images):
+def test_binarize_any_bit_generator_reproducible_and_static_uses_the_same_draw(images):
+    ends = np.zeros((3, 28, 28), np.uint8)
+    ends[1], ends[2, ::2] = 255, 255                             # all 0, all 255, half and half
     for make in (np.random.PCG64, np.random.MT19937, np.random.Philox, np.random.SFC64):
-        a = batch_to_float(images[:50], rng=np.random.Generator(make(4)))
-        b = batch_to_float(images[:50], rng=np.random.Generator(make(4)))
-        np.testing.assert_array_equal(a, b)
-        assert a.mean() == pytest.approx(images[:50].mean() / 255, abs=0.01)
-    with pytest.raises(TypeError, match="grey: expected a numpy.ndarray of dtype uint8"):
-        data.bernoulli_255(np.zeros(3), np.random.default_rng(0))
+        for dtype in (np.float32, np.float64):
+            a = data.binarize(images[:50], rng=np.random.Generator(make(4)), dtype=dtype)
+            b = data.binarize(images[:50], rng=np.random.Generator(make(4)), dtype=dtype)
+            assert a.dtype == dtype and a.shape == (50, 784)
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, batch_to_float(images[:50], rng=np.random.Generator(make(4)),
+                                                            dtype=dtype))
+            np.testing.assert_array_equal(a[images[:50].reshape(50, -1) == 0], 0)
+            np.testing.assert_array_equal(a[images[:50].reshape(50, -1) == 255], 1)
+            assert a.mean() == pytest.approx(images[:50].mean() / 255, abs=0.01)  # 39,200 draws: sd 0.0025
+            e = data.binarize(ends, rng=np.random.Generator(make(5)), dtype=dtype)
+            np.testing.assert_array_equal(e, ends.reshape(3, -1) / 255)
+    assert not np.array_equal(data.binarize(images, rng=np.random.default_rng(4)),
+                              data.binarize(images, rng=np.random.default_rng(5)))
+    # binarize_static: binarize's float32 draws from default_rng(seed), _STATIC_CHUNK images at a time, as 0/255
+    many = np.random.default_rng(0).integers(0, 256, (2 * data._STATIC_CHUNK + 37, 3, 5), dtype=np.uint8)
+    rng = np.random.default_rng(11)
+    chunks = [data.binarize(many[i:i + data._STATIC_CHUNK], rng=rng, dtype=np.float32)
+              for i in range(0, len(many), data._STATIC_CHUNK)]
+    expected = np.where(np.concatenate(chunks) == 1, 255, 0).astype(np.uint8).reshape(many.shape)
+    static = binarize_static(many, seed=11)
+    assert static.dtype == np.uint8 and static.shape == many.shape
+    np.testing.assert_array_equal(static, expected)
+    with pytest.raises(TypeError, match="images: expected dtype uint8"):
+        data.binarize(np.zeros((3, 4)), rng=np.random.default_rng(0))
+    with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator"):
+        data.binarize(images[:2], rng=0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

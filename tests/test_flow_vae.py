@@ -6,7 +6,7 @@ import pytest
 
 from npvae import distributions as D
 from npvae import gradcheck
-from npvae.models import IWAE, FlowVAE, from_config
+from npvae.models import IWAE, LOGVAR_MAX, LOGVAR_MIN, FlowVAE, from_config
 from npvae.optim import Adam
 from npvae.train import TrainConfig, Trainer
 
@@ -203,12 +203,29 @@ def test_log_weights_match_forward_and_broadcast_the_context(flow):
 
 def test_posterior_means_are_the_flow_image_of_mu():
     model, x, _ = small_flow("bernoulli", "iaf", batch=5)
-    mu, _ = model.encode(x)
-    ctx = model.head.context.copy()
+    Z = model.z_dim
+    h = model.encoder.forward(x)                      # [mu, logvar_raw, ctx]: (5, 2Z + C)
+    assert h.shape == (5, 2 * Z + model.context_dim) and model.context_dim > 0
+    mu, ctx = h[:, :Z].copy(), h[:, 2 * Z:].copy()
     pm = model.posterior_means(x, batch_size=2)
     np.testing.assert_allclose(pm, model.flow.forward(mu, ctx)[0], rtol=1e-13)
     assert np.max(np.abs(pm - mu)) > 1e-2
     np.testing.assert_allclose(model.reconstruct(x), model.decode(pm), rtol=1e-13)
+
+
+@pytest.mark.parametrize("flow, context_dim", [("planar", None), ("iaf", 0), ("iaf", None), ("iaf", 5)])
+def test_encode_returns_the_base_gaussian(flow, context_dim):
+    """``encode`` gives q_0's (mu, logvar), each (B, Z), whatever context the encoder also outputs."""
+    model, x, _ = small_flow("bernoulli", flow, batch=4, context_dim=context_dim)
+    Z = model.z_dim
+    h = model.encoder.forward(x).copy()              # [mu, logvar_raw, ctx]
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (4, Z)
+    np.testing.assert_array_equal(mu, h[:, :Z])
+    np.testing.assert_array_equal(logvar, np.clip(h[:, Z:2 * Z], LOGVAR_MIN, LOGVAR_MAX))
+    _, q_mu, q_logvar, _ = model.proposal(x)          # the importance sampler's q_0: the same Gaussian
+    np.testing.assert_array_equal(q_mu, mu)
+    np.testing.assert_array_equal(q_logvar, logvar)
 
 
 @pytest.mark.parametrize("flow", ["planar", "iaf"])

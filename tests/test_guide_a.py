@@ -139,6 +139,23 @@ def test_effective_prior_std(rng):
         map_prior.effective_prior_std(AdamW(params, weight_decay=0.0), 100)
 
 
+def test_common_binarize_is_the_library_draw():
+    from demos.guide import common
+    from npvae import data
+    images = np.random.default_rng(0).integers(0, 256, (7, 784), dtype=np.uint8)
+    images[0, :5], images[0, 5:10] = 0, 255
+    for dtype in (np.float32, np.float64):
+        x = common.binarize(images, rng=np.random.default_rng(3), dtype=dtype)
+        assert x.dtype == dtype and x.shape == images.shape
+        np.testing.assert_array_equal(x, data.binarize(images, rng=np.random.default_rng(3), dtype=dtype))
+        np.testing.assert_array_equal(x[0, :10], [0] * 5 + [1] * 5)
+        # any shape: the same stream and values, in the images' shape
+        np.testing.assert_array_equal(common.binarize(images.reshape(7, 28, 28), rng=np.random.default_rng(3),
+                                                      dtype=dtype), x.reshape(7, 28, 28))
+        np.testing.assert_array_equal(common.binarize(images[0], rng=np.random.default_rng(3), dtype=dtype),
+                                      x[0])
+
+
 # ---- every script end to end, --quick ------------------------------------------------------------
 @pytest.mark.parametrize("script, figures", [
     (reparam, ["guide_reparam_variance.png"]),

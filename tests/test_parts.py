@@ -1,4 +1,4 @@
-"""Shared model pieces on their own: GaussianHead (the logvar clip and its backward) by float64
+"""Shared model pieces on their own: split_mu_logvar (the logvar clip and its backward) by float64
 finite differences, and the FlowStep base class's backward contract for every step kind."""
 
 from __future__ import annotations
@@ -10,27 +10,26 @@ from hypothesis import strategies as st
 
 from npvae import gradcheck
 from npvae.flows import Flow, FlowStep, IAFStep, PlanarFlow, make_flow
-from npvae.models.parts import LOGVAR_MAX, LOGVAR_MIN, GaussianHead
+from npvae.distributions import LOGVAR_MAX, LOGVAR_MIN, split_mu_logvar, split_mu_logvar_backward
 
 
 def _head_fd(h: np.ndarray, rng: np.random.Generator):
-    """FD check of GaussianHead: L = sum(mu G) + sum(logvar g), gradient w.r.t. h."""
+    """FD check of split_mu_logvar: L = sum(mu G) + sum(logvar g), gradient w.r.t. h."""
     Z = h.shape[1] // 2
-    head = GaussianHead(Z)
     G, g = rng.standard_normal((h.shape[0], Z)), rng.standard_normal((h.shape[0], Z))
-    mu, logvar = head.forward(h)
-    dh = head.backward(G, g)
+    mu, logvar = split_mu_logvar(h)
+    dh = split_mu_logvar_backward(h, G, g)
 
     mu0, logvar0 = mu.copy(), logvar.copy()
 
     def f():  # differenced against the unperturbed outputs, so round-off does not grow with the batch
-        m, lv = GaussianHead(Z).forward(h)
+        m, lv = split_mu_logvar(h)
         return float(np.sum((m - mu0) * G) + np.sum((lv - logvar0) * g))
 
     return gradcheck.check_gradient(f, h, dh, name="h"), dh, (G, g)
 
 
-def test_gaussian_head_fd_inside_and_outside_the_clip(rng):
+def test_split_mu_logvar_fd_inside_and_outside_the_clip(rng):
     # logvar_raw inside (-20, 10), and well outside on both sides (the clip passes no gradient there)
     h = rng.standard_normal((6, 8)) * 3.0
     h[0, 4:] = [-35.0, 25.0, -21.5, 12.0]
@@ -43,7 +42,7 @@ def test_gaussian_head_fd_inside_and_outside_the_clip(rng):
 
 
 @given(Z=st.integers(1, 6), B=st.integers(1, 5), seed=st.integers(0, 2**16))
-def test_gaussian_head_fd_property(Z, B, seed):
+def test_split_mu_logvar_fd_property(Z, B, seed):
     rng = np.random.default_rng(seed)
     h = rng.uniform(-30.0, 20.0, (B, 2 * Z))
     # keep every entry at least 1e-3 from a clip boundary, where the derivative jumps
@@ -54,11 +53,11 @@ def test_gaussian_head_fd_property(Z, B, seed):
     assert res.rel_error < 1e-8, res.rel_error
 
 
-def test_gaussian_head_keeps_dtype(rng):
-    head = GaussianHead(3)
-    mu, logvar = head.forward(rng.standard_normal((4, 6)).astype(np.float32))
+def test_split_mu_logvar_keeps_dtype(rng):
+    h = rng.standard_normal((4, 6)).astype(np.float32)
+    mu, logvar = split_mu_logvar(h)
     assert mu.dtype == logvar.dtype == np.float32
-    assert head.backward(mu, logvar).dtype == np.float32
+    assert split_mu_logvar_backward(h, mu, logvar).dtype == np.float32
 
 
 @pytest.mark.parametrize("make", [

@@ -10,7 +10,7 @@ from npvae.plots import (class_colors, image_grid, pca_2d, plot_curves, plot_hea
                          plot_latent_panels,
                          plot_image_rows, plot_interpolation, plot_latent, plot_manifold, plot_reconstructions,
                          plot_samples)
-from npvae.vae import VAE
+from npvae.models import VAE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 N = 60

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from npvae.vae import LOGVAR_MAX, LOGVAR_MIN, VAE
+from npvae.models import LOGVAR_MAX, LOGVAR_MIN, VAE
 
 X_DIM, Z_DIM, BATCH = 12, 3, 5
 

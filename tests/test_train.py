@@ -9,7 +9,7 @@ import pytest
 from npvae import checkpoint as ck
 from npvae.optim import Adam
 from npvae.train import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
-from npvae.vae import VAE
+from npvae.models import VAE
 from helpers import fake_images
 
 

@@ -6,7 +6,7 @@ from scipy import integrate
 
 from npvae import distributions as D
 from npvae import gradcheck
-from npvae.vae import LOGVAR_MAX, LOGVAR_MIN, VAE
+from npvae.models import LOGVAR_MAX, LOGVAR_MIN, VAE
 
 from helpers import small_vae
 

@@ -7,13 +7,13 @@ appendix C):
 
 1. encoder MLP :math:`h = \mathrm{MLP}_\phi(x)`, x (B, 784) -> h (B, 2J)  (``VAE.encoder``);
 2. split ``h = [mu, logvar]``, each (B, J); :math:`\sigma = \exp(\mathrm{logvar}/2)`
-   (``npvae/models/parts.py: GaussianHead``);
+   (``npvae/distributions.py: split_mu_logvar``, which clips logvar to [-20, 10]);
 3. reparameterization :math:`z = \mu + \sigma\odot\epsilon`, :math:`\epsilon\sim N(0, I)` drawn
    outside the network, (B, J)  (``npvae/distributions.py: sample_eps, reparameterize``);
 4. decoder MLP, z (B, J) -> logits (B, 784)  (``VAE.decoder``);
-5. :math:`-\log p_\theta(x|z) = \sum_d[\mathrm{softplus}(l_d) - x_d l_d]`  (``npvae/distributions.py: Bernoulli``);
+5. :math:`-\log p_\theta(x|z) = \sum_d[\mathrm{softplus}(l_d) - x_d l_d]`  (``npvae/distributions.py: bernoulli_log_prob``);
 6. :math:`KL(q\,\|\,p) = \frac12\sum_j(\mu_j^2 + e^{\mathrm{logvar}_j} - \mathrm{logvar}_j - 1)` from
-   the encoder's outputs alone (``npvae/distributions.py: kl_standard_normal``);
+   the encoder's outputs alone (``npvae/distributions.py: gaussian_kl``);
 7. loss = mean over the batch of :math:`-\log p(x|z) + \beta\,KL` (nats per example).
 
 The gradient flows back along the same arrows (``VAE.backward``: likelihood, decoder,
@@ -43,15 +43,15 @@ from demos.guide import common
 BOXES = [
     ("x", 0.8, 3.0, 1.1, 1.0, "x\nimage\n(B, 784)", "#dddddd"),
     ("enc", 2.75, 3.0, 1.9, 1.3, "encoder MLP  φ\n784 → 400 → 2J\nVAE.encoder", "#cfe2f3"),
-    ("mu", 4.85, 3.75, 1.4, 0.75, "μ  (B, J)", "#cfe2f3"),
+    ("mu", 4.85, 3.75, 1.4, 0.75, "μ  (B, J)\nsplit_mu_logvar", "#cfe2f3"),
     ("lv", 4.85, 2.25, 1.4, 0.75, "logvar  (B, J)\nσ = exp(logvar/2)", "#cfe2f3"),
     ("eps", 6.95, 5.15, 1.7, 0.75, "ε ~ N(0, I)  (B, J)\nsample_eps", "#fff2cc"),
     ("z", 6.95, 3.0, 1.75, 1.0, "z = μ + σ ⊙ ε\n(B, J)\nreparameterize", "#d9ead3"),
     ("dec", 9.15, 3.0, 1.9, 1.3, "decoder MLP  θ\nJ → 400 → 784\nVAE.decoder", "#f4cccc"),
     ("logits", 11.15, 3.0, 1.3, 1.0, "logits l\n(B, 784)", "#f4cccc"),
-    ("rec", 13.2, 3.0, 2.1, 1.2, "−log p(x|z)\n= Σ softplus(l) − x·l\nBernoulli.forward", "#f4cccc"),
+    ("rec", 13.2, 3.0, 2.1, 1.2, "−log p(x|z)\n= Σ softplus(l) − x·l\nbernoulli_log_prob", "#f4cccc"),
     ("kl", 6.0, 0.85, 3.3, 1.0, "KL(q(z|x) ‖ p(z)), closed form\n½ Σ (μ² + e^logvar − logvar − 1)\n"
-     "kl_standard_normal", "#ead1dc"),
+     "gaussian_kl", "#ead1dc"),
     ("loss", 13.2, 0.85, 2.1, 1.0, "loss = mean over batch of\n−log p(x|z) + β·KL\n(nats per example)", "#eeeeee"),
 ]
 

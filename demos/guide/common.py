@@ -93,8 +93,13 @@ def load_subset(n_train: int, n_test: int, *, seed: int = 0, data_dir=None, data
 
 
 def binarize(images: np.ndarray, *, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
-    """One exact Bernoulli(pixel/255) draw of uint8 ``images`` (any shape): {0, 1} in ``dtype``."""
-    return npdata.bernoulli_255(np.asarray(images), rng, dtype)
+    """One Bernoulli(pixel/255) draw of uint8 ``images`` (any shape): {0, 1} in ``dtype``, ``images``' shape.
+
+    The draw of :func:`npvae.data.binarize` (``u < pixel / 255``, u ~ U[0, 1) from ``rng``), the
+    binarizer training uses.
+    """
+    images = np.asarray(images)
+    return npdata.binarize(images.reshape(1, -1), rng=rng, dtype=dtype).reshape(images.shape)
 
 
 def train_model(model, images: np.ndarray, *, test_images=None, epochs: int = 5, batch_size: int = 128,

@@ -173,23 +173,26 @@ def encoder_gradients(model, x: np.ndarray, *, repeats: int, rng: np.random.Gene
       :math:`\tfrac12((z-\mu)^2/\sigma^2 - 1)`), with :math:`b_n = 0` (plain) or the mean of
       :math:`f_n` over ``baseline_samples`` independent draws (baseline);
 
-    then divided by B and pushed through the head and the encoder's backward. Returns dict
+    then divided by B and pushed back through ``dist.split_mu_logvar_backward`` (the split of the
+    encoder's output h into μ and the clipped logvar) and the encoder's backward. Returns dict
     estimator name -> ``(mean, var)``, each (P,) float64 over the ``repeats`` draws (P = number
     of encoder parameters; ``var`` the unbiased per-coordinate sample variance, accumulated
     in one pass so that no (repeats, P) array is held).
     """
     B = x.shape[0]
     dt = model.dtype
-    mu, logvar = model.head.forward(model.encoder.forward(x))
+    h = model.encoder.forward(x).copy()                               # [mu, logvar_raw], (B, 2Z)
+    mu, logvar = dist.split_mu_logvar(h)
     mu, logvar = mu.copy(), logvar.copy()
 
     def f_and_dz(eps, need_grad):
         z = dist.reparameterize(mu, logvar, eps)                      # (B, Z)
         out = model.decoder.forward(z)
-        log_px = model.likelihood.forward(x, out)                     # (B,)
+        log_px = model.likelihood.log_prob(x, out)                    # (B,)
         if not need_grad:
             return -log_px, None
-        dz = model.decoder.backward(model.likelihood.backward(-1.0).astype(dt))  # d(-log p)/dz, (B, Z)
+        d_out = model.likelihood.log_prob_grad(x, out, -1.0)          # d(-log p)/d out, (B, 784)
+        dz = model.decoder.backward(d_out.astype(dt))                 # d(-log p)/dz, (B, Z)
         return -log_px, dz
 
     base = np.zeros(B, dtype=np.float64)
@@ -202,12 +205,13 @@ def encoder_gradients(model, x: np.ndarray, *, repeats: int, rng: np.random.Gene
         f, dz = f_and_dz(eps, True)
         z = dist.reparameterize(mu, logvar, eps)
         _, dlogq_dmu, dlogq_dlogvar = dist.gaussian_log_prob_grad(z, mu, logvar)
-        heads = {"pathwise": dist.reparameterize_backward(dz[None], logvar, eps[None])}
+        d_q = {"pathwise": dist.reparameterize_backward(dz[None], logvar, eps[None])}  # name -> (dL/dmu, dL/dlogvar)
         for name, b in (("score function", 0.0), ("score function + baseline", base)):
             w = (f - b)[:, None].astype(dt)
-            heads[name] = (w * dlogq_dmu, w * dlogq_dlogvar)
-        for name, (dmu, dlogvar) in heads.items():
-            model.encoder.backward(model.head.backward((dmu / B).astype(dt), (dlogvar / B).astype(dt)))
+            d_q[name] = (w * dlogq_dmu, w * dlogq_dlogvar)
+        for name, (dmu, dlogvar) in d_q.items():
+            dh = dist.split_mu_logvar_backward(h, (dmu / B).astype(dt), (dlogvar / B).astype(dt))  # the logvar clip
+            model.encoder.backward(dh)
             g = _flat_encoder_grads(model)
             # var = (sum d^2 - (sum d)^2 / R) / (R - 1) with d = g - g_first: shifting keeps it accurate
             d = g - shift.setdefault(name, g.copy())

@@ -64,7 +64,7 @@ def evaluate(model, x: np.ndarray, *, rng: np.random.Generator) -> dict:
     mu, logvar = model.encode(x)
     z = dist.reparameterize(mu, logvar, dist.sample_eps(mu.shape, rng=rng, dtype=model.dtype))
     sq = np.sum((x - model.decode(z)).astype(np.float64) ** 2, axis=1)
-    kl = dist.kl_standard_normal(mu, logvar).astype(np.float64)
+    kl = dist.gaussian_kl(mu, logvar).astype(np.float64)
     d, s2 = x.shape[1], model.sigma_x ** 2
     neg_elbo = sq / (2 * s2) + 0.5 * d * np.log(2 * np.pi * s2) + kl
     return {"sq_err": float(sq.mean()), "kl": float(kl.mean()), "active": int(model.active_units(x)),

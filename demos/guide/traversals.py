@@ -64,7 +64,7 @@ def kl_per_dimension(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
 
     ``mu``, ``logvar``: (N, J) floating arrays (the encoder's outputs for N examples).
     Returns (J,) float64, nats per example; its sum is the mean of
-    :func:`npvae.distributions.kl_standard_normal` over the N examples (Kingma & Welling
+    :func:`npvae.distributions.gaussian_kl` over the N examples (Kingma & Welling
     2014, appendix B). Raises TypeError/ValueError for a non-array or mismatched shapes.
     """
     check_array(mu, "mu", shape=(None, None), finite=True)

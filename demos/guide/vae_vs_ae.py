@@ -76,7 +76,7 @@ def run(args) -> dict:
         with common.Timer(f"{name}: train"):
             common.train_model(model, train_x, epochs=epochs, seed=args.seed)
         codes = model.posterior_means(x_test)                    # AE: z = f(x); VAE: mu(x)
-        rec = -model.likelihood.forward(x_test, model.decoder.forward(codes))   # -log p(x | code), (N,)
+        rec = -model.likelihood.log_prob(x_test, model.decoder.forward(codes))  # -log p(x | code), (N,)
         results[name] = dict(codes=codes, decoded=model.decode(z_prior), reconstruction=float(rec.mean()),
                              code_std=codes.std(0), inside=inside_prior_fraction(codes))
         r = results[name]

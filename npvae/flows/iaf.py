@@ -13,7 +13,7 @@ the variables' order) with diagonal σ, hence
     log|det dz'/dz| = Σ_i log σ_i = −Σ_i softplus(−(s_i + 1))         (log-sigmoid, stable)
 
 (the identity log sigmoid(x) = −log(1 + e^{−x}) = −softplus(−x), with softplus computed
-by logaddexp so it never overflows). The +1 shift makes σ ≈ 0.73 at s = 0: every step
+by :func:`npvae.distributions.softplus`, which never overflows). The +1 shift makes σ ≈ 0.73 at s = 0: every step
 starts as a gentle update of z (section 4). Alternate the order between steps
 (:func:`npvae.flows.make_flow` does) so every variable can depend on every other.
 """
@@ -24,6 +24,7 @@ import numpy as np
 from scipy.special import expit
 
 from .._checks import check_dtype, check_int
+from ..distributions import softplus
 from ..made import MADE
 from . import FlowStep
 
@@ -70,7 +71,7 @@ class IAFStep(FlowStep):
         m, s = self.made.forward(z, h)
         x = s + 1
         sig = expit(x)                                      # σ = sigmoid(s + 1)
-        logdet = -np.sum(np.logaddexp(0, -x), axis=1)       # Σ log σ = −Σ softplus(−(s + 1))
+        logdet = -np.sum(softplus(-x), axis=1)              # Σ log σ = −Σ softplus(−(s + 1))
         self._cache = (z, m, sig)
         return sig * z + (1 - sig) * m, logdet
 

@@ -25,13 +25,10 @@ import numpy as np
 from scipy.special import expit
 
 from .._checks import check_dtype, check_int, check_rng
+from ..distributions import softplus
 from . import FlowStep
 
 __all__ = ["PlanarFlow"]
-
-
-def _softplus(x):
-    return np.logaddexp(0, x)  # log(1 + e^x) without overflow
 
 
 class PlanarFlow(FlowStep):
@@ -67,7 +64,7 @@ class PlanarFlow(FlowStep):
         if ww == 0:
             raise ValueError("w: expected a nonzero vector (û divides by ‖w‖²), got all zeros")
         alpha = w @ u
-        return u + ((-1 + _softplus(alpha)) - alpha) * w / ww, alpha, ww
+        return u + ((-1 + softplus(alpha)) - alpha) * w / ww, alpha, ww
 
     def _forward(self, z, h):
         w, b = self.params["w"], self.params["b"]
@@ -76,7 +73,7 @@ class PlanarFlow(FlowStep):
         t = np.tanh(a)
         e = np.exp(-2 * np.abs(a))
         s = 4 * e / (1 + e) ** 2                            # sech²(a) = 1 − tanh²(a), stably
-        sp = _softplus(alpha)
+        sp = softplus(alpha)
         g = t * t + s * sp                                  # 1 + ûᵀψ = 1 + s (−1 + sp)
         self._cache = (z, a, t, s, g, uh, alpha, ww, sp)
         return z + t[:, None] * uh, np.log(g)

@@ -32,7 +32,9 @@ Every model has:
     ``reconstruction``, ``kl``, ``elbo``), which the trainer averages, logs and the curves
     plot. Optional keywords a model may accept: ``beta`` (KL weight, the trainer's
     warm-up schedule) and ``n_samples``; the trainer passes them only when they differ
-    from 1 and the model's ``forward`` accepts them.
+    from 1, and refuses a run that needs one the model does not list in ``forward_options``.
+``forward_options`` : tuple of str
+    The optional ``forward`` keywords the model accepts, a subset of ("n_samples", "beta").
 ``backward() -> grads``
     The gradient of the last ``terms.loss``, written by hand; RuntimeError if there is no
     forward to differentiate.
@@ -50,7 +52,9 @@ Probabilistic models (all but the AE) also have:
     Ancestral sampling: z from the prior, then the mean of p(x|z) or (``mean=False``) a
     draw x ~ p(x|z).
 ``noise_dim``, ``proposal(x, [y]) -> q``, ``log_weights(q, eps) -> (k, batch) float64``
-    The importance-sampling hooks used by :func:`npvae.evaluate.iwae_bound`.
+    The importance-sampling hooks used by :func:`npvae.evaluate.iwae_bound`: ``q`` is a
+    tuple of arrays (the batch and the parameters of q(z|x)), encoded once per batch;
+    ``log_weights`` decodes the k samples of ``eps`` (k, batch, ``noise_dim``).
 ``log_likelihood(x, [y,] k, *, rng)``
     Importance-sampled log p(x) (or log p(x|y)) per example, nats, float64.
 

@@ -130,6 +130,13 @@ class FlowVAE(VAE):
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, flow={self.flow_kind!r}, flow_length={self.flow_length})"
 
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``mu``, ``logvar`` of the base posterior q_0(z_0|x), each (batch, z_dim), model dtype (the context is dropped)."""
+        x = check_x(x, self.x_dim, self.dtype, self.likelihood_name)
+        self._cache = None  # the layers' caches now belong to this call, not to a forward
+        mu, logvar, _ = _split_context(self.encoder.forward(x), self.z_dim)
+        return mu.copy(), logvar
+
     # ---- the flow posterior: z_0 -> z_K and log q(z_K|x) at the sample -------------------
     def _push(self, mu, logvar, ctx, eps):
         r"""``eps`` (L, B, Z) -> ``z_K`` (L*B, Z), ``logdet`` (L*B,), :math:`\log q_0(z_0|x)` (L, B); caches the flow."""
@@ -179,7 +186,7 @@ class FlowVAE(VAE):
         the prior's :math:`-\beta\log p(z_K)`, (4) the flow's logdet weight and
         ``flow.backward`` to d loss / d z_0 and d loss / d h, (5) through
         :math:`z_0 = \mu + \sigma\epsilon` plus the total derivative of
-        :math:`\beta\log q_0(z_0|x)`, (6) the head (clip; context passed straight), (7)
+        :math:`\beta\log q_0(z_0|x)`, (6) h = [mu, logvar, ctx] (the logvar clip; the context's gradient summed over the draws), (7)
         the encoder. Returns :attr:`grads` (live arrays, model dtype). Raises
         RuntimeError if there is no forward to differentiate.
         """

@@ -161,7 +161,7 @@ class IWAE(VAE):
         The chain rule, in order: (1) likelihood with per-sample weights
         :math:`s = -\tilde w/B`, (2) decoder, (3) the prior's :math:`\log p(z)`,
         (4) through :math:`z = \mu + \sigma\epsilon` and the total derivative of
-        :math:`-\log q(z|x)`, (5) the head's clip and the encoder. With
+        :math:`-\log q(z|x)`, (5) the logvar clip (:func:`~npvae.distributions.split_mu_logvar_backward`) and the encoder. With
         ``estimator="dreg"`` step 4 uses Tucker et al.'s weights :math:`\tilde w^2` and
         the path term only (not the gradient of the loss; see the module docstring).
         Overwrites and returns :attr:`grads` (live arrays, model dtype). Raises

@@ -1,4 +1,4 @@
-r"""Pieces every model shares: the result type, the Gaussian head, likelihoods by name, input checks.
+r"""Pieces every model shares outside its math: the result type, likelihoods by name, checks, configs.
 
 Plain functions and small layer-like objects, no base class: a model file composes them.
 

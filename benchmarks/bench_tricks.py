@@ -1,0 +1,143 @@
+"""What each speed trick left in npvae saves, measured on the main row of bench_train.py.
+
+npvae keeps the textbook form of every computation unless a faster form saves at least 5 %
+of a benchmark row; the fast form then sits beside the textbook line behind a flag. This
+script measures each flag on and off, on the main row of ``bench_train.py`` (the
+784-400-20 ReLU Bernoulli VAE of the PyTorch examples, batch 128, Adam lr 1e-3, float32,
+dynamically binarized MNIST, 469 steps per epoch), alternating the two settings in fresh
+subprocesses round after round, and reports the median seconds per epoch of each and the
+saving ``(off - on) / off``:
+
+* ``skip_input_grad``: :class:`npvae.layers.Linear` returns no dL/dx for the encoder's first
+  layer (x is data) instead of computing ``dy @ W.T``;
+* ``flush_subnormals``: :data:`npvae.optim.FLUSH_SUBNORMALS`, Adam's moments zeroed where they
+  would decay into float32 subnormals. Subnormals appear only after a few epochs, so this
+  trick is timed on the last ``--flush-timed`` of ``--flush-epochs`` epochs.
+
+Usage::
+
+    python benchmarks/bench_tricks.py --data-dir /path/to/mnist            # ~10 min on 2 cores
+    python benchmarks/bench_tricks.py --rounds 1 --epochs 1 --flush-epochs 2 --flush-timed 1 \
+        --train-images 2560 --out /tmp/tricks.json                          # smoke test
+
+Writes ``benchmarks/results/tricks.json`` (``--out``) with the commit, the machine and every
+epoch time, and prints a table. Each process uses ``--threads`` BLAS threads (default: all
+CPUs), as bench_train.py does. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+TRICKS = ("skip_input_grad", "flush_subnormals")
+THRESHOLD = 0.05  # a fast form stays only if it saves at least this fraction of the row
+
+
+def worker(spec: dict) -> dict:
+    """Train the main row with one trick on or off; return the epoch times (seconds)."""
+    import numpy as np
+
+    from npvae import data, optim
+    from npvae.models import VAE
+
+    trick, on = spec["trick"], spec["on"]
+    if trick == "flush_subnormals":
+        optim.FLUSH_SUBNORMALS = on
+    images, _ = data.load_mnist("train", data_dir=spec["data_dir"])
+    images = images[:spec["train_images"]] if spec["train_images"] else images
+    model = VAE(784, 20, (400,), rng=np.random.default_rng(spec["seed"]))
+    if trick == "skip_input_grad":
+        model.encoder[0].skip_input_grad = on
+    opt = optim.Adam(model.params, lr=1e-3)
+    rng = np.random.default_rng(spec["seed"] + 1)
+    times = []
+    for _ in range(spec["epochs"]):
+        start = time.perf_counter()
+        for x in data.minibatches(images, 128, rng=rng):
+            model.forward(x, rng=rng)
+            opt.step(model.backward())
+        times.append(time.perf_counter() - start)
+    return {"times": times[-spec["timed"]:]}
+
+
+def run(spec: dict, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {spec} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.environ.get("NPVAE_DATA_DIR"), help="folder of the MNIST files")
+    p.add_argument("--rounds", type=int, default=3, help="alternations of on/off per trick (default 3)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per process, the first untimed (default 3)")
+    p.add_argument("--flush-epochs", type=int, default=8, help="epochs per process for flush_subnormals (default 8)")
+    p.add_argument("--flush-timed", type=int, default=3, help="timed last epochs for flush_subnormals (default 3)")
+    p.add_argument("--train-images", type=int, default=0, help="use only the first N training images (smoke tests)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads per process")
+    p.add_argument("--tricks", default=",".join(TRICKS), help=f"comma-separated subset of {', '.join(TRICKS)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(HERE / "results" / "tricks.json"))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        print(json.dumps(worker(json.loads(a.worker))))
+        return 0
+    tricks = [t for t in a.tricks.split(",") if t]
+    bad = [t for t in tricks if t not in TRICKS]
+    if bad:
+        p.error(f"--tricks: expected names from {', '.join(TRICKS)}, got {', '.join(bad)}")
+    for name in ("rounds", "epochs", "flush_epochs", "flush_timed", "threads"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(a, name)}")
+    if a.epochs < 2 or a.flush_timed > a.flush_epochs:
+        p.error("--epochs: expected >= 2 (the first is untimed); --flush-timed: expected <= --flush-epochs")
+    sys.path.insert(0, str(HERE))
+    from bench_train import cpu_info, git_info, versions  # the same machine and commit records
+
+    results = {}
+    for trick in tricks:
+        epochs, timed = (a.flush_epochs, a.flush_timed) if trick == "flush_subnormals" else (a.epochs, a.epochs - 1)
+        times = {True: [], False: []}
+        for r in range(a.rounds):
+            for on in (True, False) if r % 2 == 0 else (False, True):
+                spec = {"trick": trick, "on": on, "epochs": epochs, "timed": timed, "seed": a.seed,
+                        "data_dir": a.data_dir, "train_images": a.train_images}
+                got = run(spec, a.threads)["times"]
+                times[on] += got
+                print(f"{trick:18s} round {r + 1} {'on ' if on else 'off'}: "
+                      + ", ".join(f"{t:.2f}" for t in got) + " s/epoch", file=sys.stderr, flush=True)
+        on_s, off_s = statistics.median(times[True]), statistics.median(times[False])
+        saving = (off_s - on_s) / off_s
+        results[trick] = {"median_on_s": on_s, "median_off_s": off_s, "saving": saving, "keep": saving >= THRESHOLD,
+                          "epochs_per_process": epochs, "timed_epochs_per_process": timed,
+                          "times_on": times[True], "times_off": times[False]}
+    report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_info(), "cpu": cpu_info(),
+              "versions": versions(None), "threads": a.threads, "rounds": a.rounds, "threshold": THRESHOLD,
+              "row": "784-400-20 relu B=128 float32, Adam lr 1e-3, dynamic binarization"
+                     + (f", first {a.train_images} training images" if a.train_images else ", 60000 training images"),
+              "tricks": results}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"{'trick':18s} {'on s/epoch':>11s} {'off s/epoch':>12s} {'saving':>7s}  keep (>= {THRESHOLD:.0%})")
+    for trick, r in results.items():
+        print(f"{trick:18s} {r['median_on_s']:11.3f} {r['median_off_s']:12.3f} {r['saving']:7.1%}  {r['keep']}")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
