@@ -1,6 +1,7 @@
 """Tests for npvae.optim: update rules against straightforward reference implementations,
-in-place / allocation-free behaviour, clipping, schedules, state_dict round trips and
-argument validation. Numerical comparisons use float64."""
+in-place updates with bounded temporaries, float32 arithmetic, the subnormal flush,
+clipping, schedules, state_dict round trips and argument validation. Numerical comparisons
+use float64 unless a test is about float32."""
 
 from __future__ import annotations
 
@@ -145,28 +146,34 @@ def test_adam_float32_stays_float32(rng):
         assert np.all(np.isfinite(params[k]))
 
 
-def test_adam_updates_in_place_without_temporaries(rng):
-    shapes = {"W": (200, 500), "b": (500,)}
-    params = make_params(rng, shapes=shapes)
-    ids = {k: id(v) for k, v in params.items()}
-    grads = make_grads(rng, params)
-    opt = Adam(params, lr=1e-3, clip_norm=1.0)
-    buffer_ids = {(kind, k): id(a) for kind, d in (("m", opt.m), ("v", opt.v)) for k, a in d.items()}
-    before = copy_dict(params)
-    opt.step(grads)  # warm-up (first-call caches)
-    tracemalloc.start()
-    try:
-        base, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        opt.step(grads)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    # an array of the smallest parameter (500 float64 = 4 kB) would show up; W is 800 kB
-    assert peak - base < params["b"].nbytes
-    assert all(opt.params[k] is params[k] and id(params[k]) == ids[k] for k in params)
-    assert {(kind, k): id(a) for kind, d in (("m", opt.m), ("v", opt.v)) for k, a in d.items()} == buffer_ids
-    assert not np.array_equal(params["W"], before["W"])  # the caller's arrays were updated
+def test_adam_updates_in_place_with_temporaries_bounded_by_the_largest_parameter(rng):
+    """The textbook step makes per-line temporaries of one parameter's size (m_hat, v_hat
+    and at most two more), never copies of the whole model: the peak extra memory of a step
+    is at most 4 times the largest parameter in float64 and 5 in float32 (NumPy does not
+    elide temporaries of float32 arrays combined with Python-float scalars), whatever the
+    number of parameters."""
+    shapes = {f"layer{i}.W": (200, 500) for i in range(6)} | {"b": (500,), "scale": ()}
+    for dtype, bound in ((np.float64, 4), (np.float32, 5)):
+        params = make_params(rng, dtype, shapes=shapes)
+        ids = {k: id(v) for k, v in params.items()}
+        grads = make_grads(rng, params)
+        opt = Adam(params, lr=1e-3, clip_norm=1e9)  # clipping on but not binding: no copy of the gradients
+        state_ids = {(kind, k): id(a) for kind, d in (("m", opt.m), ("v", opt.v)) for k, a in d.items()}
+        before = copy_dict(params)
+        opt.step(grads)  # warm-up
+        tracemalloc.start()
+        try:
+            base, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            opt.step(grads)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        largest = params["layer0.W"].nbytes
+        assert peak - base <= bound * largest + 65536, dtype  # 6 such parameters: no copy of the model
+        assert all(opt.params[k] is params[k] and id(params[k]) == ids[k] for k in params)
+        assert {(kind, k): id(a) for kind, d in (("m", opt.m), ("v", opt.v)) for k, a in d.items()} == state_ids
+        assert not np.array_equal(params["layer0.W"], before["layer0.W"])  # the caller's arrays were updated
 
 
 def test_tracemalloc_sees_numpy_temporaries(rng):
@@ -244,9 +251,12 @@ def test_adamw_rejects_bad_decay_arguments(rng):
     with pytest.raises(TypeError, match="decay_filter"):
         AdamW(params, decay_filter=lambda n: "yes")
     opt = AdamW(params, lr=2.0, weight_decay=0.5)
+    before = copy_dict(params)
     with pytest.raises(ValueError, match="weight_decay"):
         opt.step(make_grads(rng, params))
-    assert opt.t == 0  # a rejected step changes nothing
+    assert opt.t == 0 and opt.last_lr is None  # a rejected step changes nothing
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
 
 
 # ------------------------------------------------------------------ SGD
@@ -527,6 +537,7 @@ def test_bad_params_types(rng):
 
 def test_step_rejects_mismatched_grads(rng):
     params = make_params(rng)
+    before = copy_dict(params)
     opt = Adam(params)
     grads = make_grads(rng, params)
     with pytest.raises(ValueError, match="'scale'"):
@@ -540,6 +551,45 @@ def test_step_rejects_mismatched_grads(rng):
     with pytest.raises(TypeError, match="grads"):
         opt.step(list(grads.values()))
     assert opt.t == 0
+    assert all(np.array_equal(params[k], before[k]) and not opt.m[k].any() for k in params)
+
+
+def test_load_state_dict_rejects_bad_scalars_naming_the_key(rng):
+    opt = SGD(make_params(rng), lr=0.1, momentum=0.9)
+    good = opt.state_dict()
+    for key, value, exc in [("t", np.array(1.5), TypeError), ("t", np.array(-1), ValueError),
+                            ("lr", np.array(0.0), ValueError), ("nesterov", np.array(1.0), TypeError),
+                            ("momentum", np.array(1.0), ValueError), ("optimizer", np.array("Adam"), ValueError)]:
+        with pytest.raises(exc, match=f"state\\['{key}'\\]"):
+            opt.load_state_dict({**good, key: value})
+    with pytest.raises(TypeError, match="state"):
+        opt.load_state_dict([("t", 1)])
+    assert opt.t == 0 and opt.lr == 0.1
+
+
+def test_lr_setter_read_only_t_and_repr(rng):
+    opt = AdamW(make_params(rng), lr=1e-2, weight_decay=0.1, clip_norm=1.0, schedule=StepLR(5))
+    opt.lr = 0.5
+    assert opt.lr == 0.5
+    with pytest.raises(ValueError, match="lr"):
+        opt.lr = 0.0
+    with pytest.raises(TypeError, match="lr"):
+        opt.lr = "fast"
+    with pytest.raises(AttributeError):
+        opt.t = 3
+    assert repr(opt) == ("AdamW(5 params, lr=0.5, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.1, "
+                         "clip_norm=1.0, schedule=StepLR(step_size=5, gamma=0.1), t=0)")
+
+
+def test_non_finite_gradients_propagate(rng):
+    params = make_params(rng)
+    grads = make_grads(rng, params)
+    grads["encoder.0.b"][1] = np.nan
+    opt = Adam(params, clip_norm=1.0)
+    opt.step(grads)
+    assert opt.t == 1 and math.isnan(opt.last_grad_norm)  # no special case: the step is taken
+    assert np.isnan(params["encoder.0.b"][1]) and np.isnan(opt.m["encoder.0.b"][1])
+    assert np.isfinite(params["encoder.0.W"]).all()
 
 
 # ------------------------------------------------------------------ properties (hypothesis)
@@ -576,7 +626,7 @@ def test_sgd_is_linear_in_the_gradients(data, shape, a, mu, nesterov):
     np.testing.assert_allclose(combined, a * run(g1) + run(g2), rtol=1e-9, atol=1e-9)
 
 
-# ------------------------------------------------------------------ flat buffers and chunks
+# ------------------------------------------------------------------ memory layouts, dtypes, the flush
 
 
 def _flat_params(rng, shapes, dtype=np.float64, scale=1.0):
@@ -594,22 +644,23 @@ def _flat_params(rng, shapes, dtype=np.float64, scale=1.0):
 LAYOUT_SHAPES = {"a.W": (7, 5), "a.b": (5,), "b.W": (3, 11), "s": (), "b.b": (11,)}
 
 
-@pytest.mark.parametrize("chunk", [4, 9, 1 << 15])
 @pytest.mark.parametrize("flat_p, flat_g", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "nesterov"])
-def test_chunked_and_flat_layouts_match_reference(rng, monkeypatch, chunk, flat_p, flat_g, kind):
-    """Chunks smaller than a parameter, params/grads as views into one buffer, or neither:
-    the same iterates as the literal reference implementations."""
-    from npvae import optim
-    monkeypatch.setattr(optim, "_CHUNK_BYTES", 8 * chunk)  # float64 elements
+def test_flat_buffer_layouts_match_reference(rng, flat_p, flat_g, kind):
+    """Params and/or grads as views into one buffer (as a model with one parameter buffer
+    has them) or separate arrays: the same iterates as the literal reference
+    implementations, and the state is plain arrays of the parameters' shapes that own
+    their memory."""
     params = _flat_params(rng, LAYOUT_SHAPES) if flat_p else make_params(rng, shapes=LAYOUT_SHAPES)
     if kind in ("adam", "adamw"):
         wd = 0.1 if kind == "adamw" else 0.0
         ref = RefAdam(params, 1e-2, 0.9, 0.999, 1e-8, wd=wd)
         opt = Adam(params, lr=1e-2) if wd == 0 else AdamW(params, lr=1e-2, weight_decay=wd)
+        state = [opt.m, opt.v]
     else:
         ref = RefSGD(params, 0.05, 0.9, kind == "nesterov")
         opt = SGD(params, lr=0.05, momentum=0.9, nesterov=kind == "nesterov")
+        state = [opt.momentum_buffer]
     assert all(opt.params[k] is params[k] for k in params)
     grads = _flat_params(rng, LAYOUT_SHAPES) if flat_g else None
     for _ in range(6):
@@ -620,16 +671,15 @@ def test_chunked_and_flat_layouts_match_reference(rng, monkeypatch, chunk, flat_
             g = grads
         opt.step(g)
         ref.step(g)
-    grp, = opt._groups  # the fast paths were taken exactly when the layout allows them
-    assert all((p_chunk is not None) == flat_p for _, _, p_chunk, _ in grp.chunks)
-    assert (grp.grads_flat(g) is not None) == flat_g
     for k in params:
         np.testing.assert_allclose(params[k], ref.p[k], rtol=1e-12, atol=1e-15)
+    for arrays in state:
+        assert arrays.keys() == params.keys()
+        for k, a in arrays.items():
+            assert type(a) is np.ndarray and a.base is None and a.shape == params[k].shape, k
 
 
-def test_adamw_decay_filter_with_flat_params_and_chunks(rng, monkeypatch):
-    from npvae import optim
-    monkeypatch.setattr(optim, "_CHUNK_BYTES", 8 * 6)
+def test_adamw_decay_filter_with_flat_params(rng):
     params = _flat_params(rng, LAYOUT_SHAPES)
     before = copy_dict(params)
     opt = AdamW(params, lr=0.1, weight_decay=0.5, decay_filter=lambda n: n.endswith(".W"))
@@ -639,11 +689,9 @@ def test_adamw_decay_filter_with_flat_params_and_chunks(rng, monkeypatch):
         np.testing.assert_array_equal(params[k], before[k] * factor)
 
 
-def test_strided_and_mixed_dtype_params(rng, monkeypatch):
+def test_strided_and_mixed_dtype_params(rng):
     """A transposed (non-contiguous) parameter is updated in place, never through a copy;
     float32 and float64 parameters each keep their own dtype."""
-    from npvae import optim
-    monkeypatch.setattr(optim, "_CHUNK_BYTES", 8 * 8)
     base = rng.standard_normal((6, 4))
     params = {"T": base.T, "x32": rng.standard_normal(10).astype(np.float32), "y": rng.standard_normal(9)}
     ref = RefAdam(params, 1e-2, 0.9, 0.999, 1e-8)
@@ -659,30 +707,69 @@ def test_strided_and_mixed_dtype_params(rng, monkeypatch):
     assert params["x32"].dtype == opt.m["x32"].dtype == np.float32 and opt.m["y"].dtype == np.float64
 
 
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "nesterov"])
+def test_float32_arithmetic_is_float32_bit_for_bit(rng, kind, monkeypatch):
+    """No float64 intermediate anywhere: a float32 run of the textbook lines equals, bit for
+    bit, the literal reference algorithm run on float32 arrays (whose Python-float scalars are
+    weak, NEP 50), clipping included. (The fast Adam form reorders the arithmetic: it is
+    compared with the textbook lines in tests/test_fast_paths.py.)"""
+    monkeypatch.setattr(optim, "FAST_ADAM", False)
+    params = make_params(rng, np.float32)
+    if kind in ("adam", "adamw"):
+        wd = 0.1 if kind == "adamw" else 0.0
+        ref = RefAdam(params, 1e-2, 0.9, 0.999, 1e-8, wd=wd)
+        opt = (Adam(params, lr=1e-2, clip_norm=3.0) if wd == 0 else
+               AdamW(params, lr=1e-2, weight_decay=wd, clip_norm=3.0))
+    else:
+        ref = RefSGD(params, 0.05, 0.9, kind == "nesterov")
+        opt = SGD(params, lr=0.05, momentum=0.9, nesterov=kind == "nesterov", clip_norm=3.0)
+    for _ in range(10):
+        g = make_grads(rng, params)
+        opt.step(g)
+        c = min(1.0, 3.0 / opt.last_grad_norm)
+        ref.step({k: gk * c if c < 1.0 else gk for k, gk in g.items()})
+    assert c < 1.0  # clipping did happen
+    for k in params:
+        assert params[k].dtype == np.float32
+        np.testing.assert_array_equal(params[k], ref.p[k])
+
+
 @pytest.mark.parametrize("make", [lambda p: Adam(p, lr=1e-3), lambda p: AdamW(p, lr=1e-3, weight_decay=0.0),
                                   lambda p: SGD(p, lr=1e-3, momentum=0.9)], ids=["Adam", "AdamW", "SGD"])
 def test_state_never_turns_subnormal_and_the_flush_changes_no_parameter(make, monkeypatch):
     """A gradient seen once, then zeros (a rarely-on pixel's weight): m = 0.1 * 0.9**t passes
     through the float32 subnormal range around t = 810..960, where each operation costs ~100x.
     The periodic flush keeps every state entry 0 or normal, and the parameters stay bit for bit
-    those of the same run without it."""
+    those of the same run without it (FLUSH_SUBNORMALS = False: the algorithms as written)."""
     def run():
         p = {"w": np.linspace(0.5, 1.5, 8, dtype=np.float32)}
         opt = make(p)
         g = {"w": np.zeros(8, np.float32)}
         tiny = np.finfo(np.float32).tiny
-        worst = 0
+        worst = flushed = 0
         for t in range(1, 1001):
             g["w"][:] = 1.0 if t == 1 else 0.0
+            before = {k: a.copy() for k, a in opt.state_dict().items() if "." in k}
             opt.step(g)
-            for buf in opt._flat.values():
-                for a in buf.values():
+            for key, a in opt.state_dict().items():
+                if "." in key:  # the state arrays "m.w", "v.w", "momentum_buffer.w"
                     worst = max(worst, int(((a != 0) & (np.abs(a) < tiny)).sum()))
-        return p["w"].copy(), worst
+                    flushed += int(((a == 0) & (before[key] != 0)).sum())
+        return p["w"].copy(), worst, flushed
 
-    flushed, worst = run()
-    assert worst == 0
-    monkeypatch.setattr(optim, "FLUSH_EVERY", 10**9)
-    unflushed, worst_off = run()
+    assert optim.FLUSH_SUBNORMALS is True and optim.FLUSH_EVERY == 64
+    with_flush, worst, flushed = run()
+    assert worst == 0 and flushed > 0  # the flush did zero entries, and no subnormal was ever left
+    monkeypatch.setattr(optim, "FLUSH_SUBNORMALS", False)
+    without, worst_off, flushed_off = run()
     assert worst_off > 0  # the case does reach the subnormal range without the flush
-    np.testing.assert_array_equal(flushed, unflushed)
+    np.testing.assert_array_equal(with_flush, without)
+
+
+def test_flush_zeroes_only_entries_that_could_turn_subnormal_before_the_next_flush():
+    m = np.array([0.0, 1e-36, 1e-34, -1e-36, 1.0], dtype=np.float32)
+    optim._flush_subnormals({"w": m}, 0.9)  # threshold tiny / 0.9**64 = 1.0e-35
+    np.testing.assert_array_equal(m, np.array([0.0, 0.0, 1e-34, 0.0, 1.0], dtype=np.float32))
+    v = np.array([1e-36, 1e-30], dtype=np.float64)  # float64: tiny = 2.2e-308, nothing to flush
+    optim._flush_subnormals({"v": v}, 0.999)
+    np.testing.assert_array_equal(v, [1e-36, 1e-30])
