@@ -31,7 +31,14 @@ from .distributions import sample_eps
 from .progress import Progress
 
 __all__ = ["iwae_bound", "log_likelihood", "posterior_means", "latent_activity", "active_units",
-           "ACTIVE_THRESHOLD"]
+           "ACTIVE_THRESHOLD", "CHUNK_ELEMENTS"]
+
+#: Decoder outputs per chunk of :func:`iwae_bound` (k_chunk * batch * widest layer). Any
+#: size gives the same numbers; the textbook choice only bounds the memory, e.g.
+#: ``1 << 24`` (64 MB in float32). FAST: ``1 << 18`` (1 MB) keeps every elementwise pass
+#: over a chunk in the CPU cache, which shortens the log p(x) pass (measured in
+#: benchmarks/README.md, "Speed tricks").
+CHUNK_ELEMENTS = 1 << 18
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016, section 5.2: a unit is active if Var_x E_q[z_u] > 0.01
 
@@ -45,9 +52,8 @@ def iwae_bound(model, x: np.ndarray, k: int, *, y=None, rng=None, eps=None, chun
 
     ``x`` (batch, x_dim) in the model's dtype; ``y`` the labels for a conditional model;
     ``rng`` draws the noise unless ``eps`` (k, batch, noise_dim) is given. ``chunk_size``
-    samples are decoded at a time (default: about 2**18 decoder outputs, 1 MB in
-    float32): the elementwise passes over them then run on cache-resident arrays (2-3x
-    faster per element than on 4 MB arrays here). Raises TypeError/ValueError for bad
+    samples are decoded at a time (default: :data:`CHUNK_ELEMENTS` decoder outputs, see
+    there); the result does not depend on it. Raises TypeError/ValueError for bad
     arguments (naming them).
     """
     k = check_int(k, "k", minimum=1)
@@ -60,7 +66,7 @@ def iwae_bound(model, x: np.ndarray, k: int, *, y=None, rng=None, eps=None, chun
         raise ValueError("rng: expected a numpy.random.Generator when eps is not given, got None")
     if chunk_size is None:
         width = max(model.x_dim, *model.hidden) if model.hidden else model.x_dim
-        chunk_size = max(1, (1 << 18) // (B * width))
+        chunk_size = max(1, CHUNK_ELEMENTS // (B * width))
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
     log_w = np.empty((k, B), dtype=np.float64)
     for start in range(0, k, chunk_size):
