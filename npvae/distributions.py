@@ -22,6 +22,14 @@ every ``log_prob`` and ``kl`` sums over it and returns an array of the leading (
 sample) shape, in **nats**. Arguments broadcast like NumPy arrays. Results keep the
 inputs' dtype (float32 stays float32).
 
+Domain: every public function here returns finite values or raises for finite inputs
+(float32 or float64; float16 is refused with TypeError: its range ends at 65504, so
+``exp(logvar)`` overflows from logvar 11.1). Where the exact result is not representable
+in the dtype (a KL of :math:`e^{10^{30}}`), ValueError names the argument. NaN or inf
+*inputs* propagate (a diverged training step is reported by the trainer, with its epoch
+and batch). The checks look at the (small) results, never at the inputs, in the step's
+functions.
+
 The model files (``npvae/models/*.py``) call these functions on arrays; nothing here
 receives a model or a callback.
 """
@@ -36,7 +44,7 @@ from scipy.special import expit
 from ._checks import check_array, check_float, check_rng
 
 __all__ = [
-    "LOG_2PI", "LOGVAR_MIN", "LOGVAR_MAX", "softplus", "sample_eps", "noise", "split_mu_logvar",
+    "LOG_2PI", "SIGMA_X_MIN", "SIGMA_X_MAX", "LOGVAR_MIN", "LOGVAR_MAX", "softplus", "sample_eps", "noise", "split_mu_logvar",
     "split_mu_logvar_backward", "reparameterize", "reparameterize_backward", "log_q_at_sample",
     "gaussian_log_prob", "gaussian_log_prob_grad", "standard_normal_log_prob", "gaussian_kl", "gaussian_kl_grad",
     "kl_normal", "kl_normal_grad", "FAST_BINARY_LOG_PROB", "bernoulli_log_prob", "bernoulli_log_prob_grad",
@@ -44,6 +52,27 @@ __all__ = [
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
+#: the decoder std sigma_x of the Gaussian likelihoods: in [SIGMA_X_MIN, SIGMA_X_MAX], so sigma_x^2
+#: and 1/sigma_x^2 are representable and log p stays finite in float32 for data of size up to 1e4
+SIGMA_X_MIN, SIGMA_X_MAX = 1e-6, 1e6
+
+
+def _half(*arrays) -> None:
+    """TypeError for float16 arguments (a range too small for exp(logvar); pass float32 or float64)."""
+    for a in arrays:
+        if getattr(a, "dtype", None) == np.float16:
+            raise TypeError("dtype: expected float32 or float64 arrays, got float16 (its range ends at 65504: "
+                            "convert with .astype(np.float32))")
+
+
+def _finite(result, names: str, what: str, *inputs):
+    """``result`` unless it is not finite while every input is: then ValueError (an overflow in ``what``)."""
+    if np.isfinite(result).all() if not isinstance(result, tuple) else all(np.isfinite(r).all() for r in result):
+        return result
+    if all(np.isfinite(a).all() for a in inputs):
+        raise ValueError(f"{names}: expected values whose {what} is representable in "
+                         f"{np.result_type(*inputs)}, got values for which it overflows")
+    return result  # NaN or inf came in: it propagates
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -66,6 +95,7 @@ def sample_eps(shape, *, rng: np.random.Generator, dtype=np.float32) -> np.ndarr
 
     Raises TypeError if ``rng`` is not a ``np.random.Generator``.
     """
+    _half(np.empty(0, dtype=dtype))
     return check_rng(rng).standard_normal(shape, dtype=dtype)
 
 
@@ -120,9 +150,18 @@ def reparameterize(mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray) -> np.nd
     Kingma & Welling 2014, section 2.4 and eq. (10). ``mu`` and ``logvar`` (batch, z_dim);
     ``eps`` (batch, z_dim) or (n_samples, batch, z_dim), broadcasting against them. Returns
     ``z`` with ``eps``'s shape and the inputs' dtype. :math:`\sigma = \exp(\mathrm{logvar}/2)`
-    is the standard deviation.
+    is the standard deviation. Raises ValueError where sigma or z overflows (logvar above
+    1419 in float64, 177 in float32; the models' logvar is clipped to [-20, 10]), TypeError
+    for float16.
     """
-    return mu + np.exp(0.5 * logvar) * eps
+    std = np.exp(0.5 * logvar)
+    z = mu + std * eps
+    if z.dtype == np.float16 or np.isinf(std).any() or np.isinf(z).any():  # inline: no call on the step's path
+        if z.dtype == np.float16:
+            raise TypeError("dtype: expected float32 or float64 arrays, got float16 (convert with .astype(np.float32))")
+        raise ValueError(f"logvar: expected values for which z = mu + exp(logvar/2) eps is finite in {z.dtype}, "
+                         f"got maximum logvar {float(np.max(logvar)):g} (sigma {float(np.max(std)):g})")
+    return z
 
 
 def reparameterize_backward(dz: np.ndarray, logvar: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,9 +198,17 @@ def gaussian_log_prob(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray) -> np.n
     r""":math:`\log N(z; \mu, \mathrm{diag}\,\exp(\mathrm{logvar}))`, summed over the last axis, nats.
 
     :math:`-\tfrac12\sum_j [\log 2\pi + \mathrm{logvar}_j + (z_j-\mu_j)^2 e^{-\mathrm{logvar}_j}]`.
-    Arguments broadcast; returns the leading shape.
+    Arguments broadcast; returns the leading shape. At :math:`z = \mu` the quadratic term
+    is exactly 0 whatever the variance (``0 * exp(1e30)`` would be NaN); ValueError where
+    the density is not representable (a point far outside a tiny variance), TypeError for
+    float16.
     """
-    return -0.5 * np.sum(LOG_2PI + logvar + (z - mu) ** 2 * np.exp(-logvar), axis=-1)
+    _half(z, mu, logvar)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = (z - mu) ** 2
+        quad = np.where(sq == 0, 0, sq * np.exp(-logvar))        # (z - mu)^2 / sigma^2, 0 at z = mu
+        out = -0.5 * np.sum(LOG_2PI + logvar + quad, axis=-1)
+    return _finite(out, "z, mu, logvar", "log density", z, mu, logvar)
 
 
 def gaussian_log_prob_grad(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray):
@@ -169,10 +216,15 @@ def gaussian_log_prob_grad(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray):
 
     :math:`\partial/\partial z = -(z-\mu)/\sigma^2`, :math:`\partial/\partial\mu = (z-\mu)/\sigma^2`,
     :math:`\partial/\partial\,\mathrm{logvar} = \tfrac12((z-\mu)^2/\sigma^2 - 1)`.
-    Returns three arrays of the arguments' broadcast shape.
+    Returns three arrays of the arguments' broadcast shape (0, 0, -1/2 at z = mu whatever
+    the variance). ValueError where a gradient is not representable, TypeError for float16.
     """
-    r = (z - mu) * np.exp(-logvar)
-    return -r, r, 0.5 * ((z - mu) * r - 1)
+    _half(z, mu, logvar)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = z - mu
+        r = np.where(d == 0, 0, d * np.exp(-logvar))             # (z - mu) / sigma^2, 0 at z = mu
+        out = -r, r, 0.5 * (d * r - 1)
+    return _finite(out, "z, mu, logvar", "gradient", z, mu, logvar)
 
 
 def standard_normal_log_prob(z: np.ndarray) -> np.ndarray:
@@ -189,16 +241,29 @@ def gaussian_kl(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     near v = 0, and since ``expm1(v) >= v`` for every v and rounding is monotone, each
     bracket is >= 0 in floating point too (``exp(v) - v - 1`` gives -5.6e-17 at v = 1e-8).
     ``mu``, ``logvar``: (batch, z_dim) -> (batch,), their dtype. Exactly 0 at mu = 0,
-    logvar = 0. The special case p = N(0, I) of :func:`kl_normal`.
+    logvar = 0. The special case p = N(0, I) of :func:`kl_normal`. Every term is >= 0, so
+    finite inputs give a finite KL or +inf: ValueError then (mu above 1e154 or logvar above
+    709 in float64), TypeError for float16.
     """
-    return 0.5 * np.sum(mu * mu + (np.expm1(logvar) - logvar), axis=-1)
+    kl = 0.5 * np.sum(mu * mu + (np.expm1(logvar) - logvar), axis=-1)
+    if kl.dtype == np.float16 or np.isinf(kl).any():  # inline: no call on the step's path
+        if kl.dtype == np.float16:
+            raise TypeError("dtype: expected float32 or float64 arrays, got float16 (convert with .astype(np.float32))")
+        raise ValueError(f"mu, logvar: expected values whose KL is representable in {kl.dtype}, got maximum |mu| "
+                         f"{float(np.max(np.abs(mu))):g}, maximum logvar {float(np.max(logvar)):g}")
+    return kl
 
 
 def gaussian_kl_grad(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""Gradient of :func:`gaussian_kl`: :math:`\partial KL/\partial\mu = \mu`,
     :math:`\partial KL/\partial\,\mathrm{logvar} = (\sigma^2 - 1)/2 = \mathrm{expm1}(\mathrm{logvar})/2`.
-    Two arrays of the inputs' shape (batch, z_dim)."""
-    return mu, 0.5 * np.expm1(logvar)
+    Two arrays of the inputs' shape (batch, z_dim). ValueError where expm1(logvar) overflows
+    (logvar above 709 in float64, 88 in float32)."""
+    dlogvar = 0.5 * np.expm1(logvar)
+    if np.isinf(dlogvar).any():  # inline: no call on the step's path
+        raise ValueError(f"logvar: expected values whose exp is representable in {dlogvar.dtype}, got maximum "
+                         f"{float(np.max(logvar)):g}")
+    return mu, dlogvar
 
 
 def kl_normal(mu: np.ndarray, logvar: np.ndarray, mu_p: np.ndarray, logvar_p: np.ndarray) -> np.ndarray:
@@ -213,11 +278,22 @@ def kl_normal(mu: np.ndarray, logvar: np.ndarray, mu_p: np.ndarray, logvar_p: np
     generalised; Srivastava & Sutton 2017, eq. 3 use it with the Laplace approximation of
     a Dirichlet prior). >= 0 for every finite input, exactly 0 when the Gaussians are
     equal. All four arguments broadcast (the prior's are typically (z_dim,)); sums the
-    last axis; returns the leading shape in the inputs' dtype.
+    last axis; returns the leading shape in the inputs' dtype. At :math:`\mu = \mu_p` the
+    mean term is exactly 0 whatever :math:`\sigma_p` (``0 * exp(1e30)`` would be NaN);
+    ValueError where the KL is not representable, TypeError for float16.
     """
-    d = logvar - logvar_p
-    diff = mu - mu_p
-    return 0.5 * np.sum((np.expm1(d) - d) + diff * diff * np.exp(-logvar_p), axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = logvar - logvar_p
+        sq = (mu - mu_p) ** 2
+        mean_term = np.where(sq == 0, 0, sq * np.exp(-logvar_p))  # (mu - mu_p)^2 / sigma_p^2, 0 at mu = mu_p
+        kl = 0.5 * np.sum((np.expm1(d) - d) + mean_term, axis=-1)
+    # checks written inline (the Dirichlet VAE's step calls this): float16, then an overflow from finite inputs
+    if np.result_type(mu, logvar, mu_p, logvar_p) == np.float16:
+        raise TypeError("dtype: expected float32 or float64 arrays, got float16 (convert with .astype(np.float32))")
+    if not np.isfinite(kl).all() and all(np.isfinite(a).all() for a in (mu, logvar, mu_p, logvar_p)):
+        raise ValueError(f"mu, logvar, mu_p, logvar_p: expected values whose KL is representable in {kl.dtype}, "
+                         f"got values for which it overflows")
+    return kl
 
 
 def kl_normal_grad(mu: np.ndarray, logvar: np.ndarray, mu_p: np.ndarray, logvar_p: np.ndarray):
@@ -225,8 +301,13 @@ def kl_normal_grad(mu: np.ndarray, logvar: np.ndarray, mu_p: np.ndarray, logvar_
 
     :math:`\partial KL/\partial\mu = (\mu - \mu_p)/\sigma_p^2`,
     :math:`\partial KL/\partial\,\mathrm{logvar} = \tfrac12(\sigma^2/\sigma_p^2 - 1) = \tfrac12\,\mathrm{expm1}(\mathrm{logvar}-\mathrm{logvar}_p)`.
+    ValueError where a gradient is not representable, TypeError for float16.
     """
-    return (mu - mu_p) * np.exp(-logvar_p), 0.5 * np.expm1(logvar - logvar_p)
+    _half(mu, logvar, mu_p, logvar_p)
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = mu - mu_p
+        out = np.where(diff == 0, 0, diff * np.exp(-logvar_p)), 0.5 * np.expm1(logvar - logvar_p)
+    return _finite(out, "mu, logvar, mu_p, logvar_p", "gradient", mu, logvar, mu_p, logvar_p)
 
 
 # --------------------------------------------------------------------------------------
@@ -265,8 +346,15 @@ def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
         np.log1p(a, out=a)                # log(1 + exp(-|t|))
         np.minimum(t, 0, out=t)
         t -= a                            # log sigmoid(t)
-        return np.sum(t, axis=-1)
-    return np.sum(x * logits - softplus(logits), axis=-1)
+        out = np.sum(t, axis=-1)
+    else:
+        out = np.sum(x * logits - softplus(logits), axis=-1)
+    if out.dtype == np.float16 or np.isinf(out).any():  # inline: no call on the step's path; (batch,) only
+        if out.dtype == np.float16:
+            raise TypeError("dtype: expected float32 or float64 arrays, got float16 (convert with .astype(np.float32))")
+        raise ValueError(f"logits: expected values whose log-likelihood sum is representable in {out.dtype}, got "
+                         f"minimum {float(np.min(logits)):g}, maximum {float(np.max(logits)):g}")
+    return out
 
 
 def bernoulli_log_prob_grad(x: np.ndarray, logits: np.ndarray, scale=1.0) -> np.ndarray:
@@ -275,7 +363,9 @@ def bernoulli_log_prob_grad(x: np.ndarray, logits: np.ndarray, scale=1.0) -> np.
     ``scale`` :math:`s`: a float (e.g. -1/(B L), the loss's weight) or an array of the
     leading shape (e.g. (k, B), the IWAE's per-sample weights), broadcast over the pixels.
     """
-    d = x - expit(logits)                 # d log p / d l = x - sigmoid(l)
+    # d log p / d l = x - sigmoid(l), with sigmoid(l) = (1 + tanh(l/2)) / 2: tanh never overflows
+    # and NumPy's tanh is a SIMD ufunc, four times faster than scipy.special.expit here
+    d = x - (0.5 + 0.5 * np.tanh(0.5 * logits))
     d *= _per_pixel(scale)                # in place: float64 weights do not upcast d
     return d
 
@@ -325,11 +415,13 @@ class Gaussian(Likelihood):
     def __init__(self, sigma_x: float = 1.0) -> None:
         super().__init__()
         self.sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
+        check_float(sigma_x, "sigma_x", minimum=SIGMA_X_MIN, maximum=SIGMA_X_MAX)
 
     def log_prob(self, x, out):
         r = x - out
         var = self.sigma_x ** 2
-        return -0.5 * r.shape[-1] * math.log(2 * math.pi * var) - np.sum(r * r, axis=-1) / (2 * var)
+        lp = -0.5 * r.shape[-1] * math.log(2 * math.pi * var) - np.sum(r * r, axis=-1) / (2 * var)
+        return _finite(lp, "x, out", "log-likelihood", x, out)
 
     def log_prob_grad(self, x, out, scale=1.0):
         # d log p / d x_hat = (x - x_hat) / sigma_x^2
@@ -362,7 +454,9 @@ class GaussianLearned(Likelihood):
                  min_log_sigma: float = math.log(1e-3)) -> None:
         super().__init__()
         sigma_x = check_float(sigma_x, "sigma_x", minimum=0.0, strict_min=True)
-        self.min_log_sigma = check_float(min_log_sigma, "min_log_sigma")
+        check_float(sigma_x, "sigma_x", minimum=SIGMA_X_MIN, maximum=SIGMA_X_MAX)
+        self.min_log_sigma = check_float(min_log_sigma, "min_log_sigma",
+                                         minimum=math.log(SIGMA_X_MIN), maximum=math.log(SIGMA_X_MAX))
         shape = (x_dim,) if per_pixel else (1,)
         self.params = {"log_sigma": np.full(shape, math.log(sigma_x), dtype=dtype)}
         self.grads = {"log_sigma": np.zeros(shape, dtype=dtype)}
@@ -374,7 +468,8 @@ class GaussianLearned(Likelihood):
     def log_prob(self, x, out):
         log_sigma = self.log_sigma()
         r = x - out
-        return -np.sum(0.5 * LOG_2PI + log_sigma + 0.5 * r * r * np.exp(-2 * log_sigma), axis=-1)
+        lp = -np.sum(0.5 * LOG_2PI + log_sigma + 0.5 * r * r * np.exp(-2 * log_sigma), axis=-1)
+        return _finite(lp, "x, out", "log-likelihood", x, out)
 
     def log_prob_grad(self, x, out, scale=1.0):
         log_sigma = self.params["log_sigma"]

@@ -490,9 +490,9 @@ class Adam(Optimizer):
                 continue
             # FAST: the same update in the order Kingma & Ba give at the end of their section 2,
             # α_t = α·√(1 - β2^t)/(1 - β1^t) and ε̂ = ε·√(1 - β2^t), so that m̂ and v̂ are never
-            # formed, run on slices of BLOCK elements so every temporary is small and reused
-            # (the lines above allocate parameter-sized ones: 5.2 ms against 1.3 ms a step for
-            # the 784-400-20 VAE; see benchmarks/README.md, "Speed tricks").
+            # formed, computed in place on slices of BLOCK elements with one small scratch array
+            # (the lines above allocate a parameter-sized temporary per operation: 5.2 ms against
+            # 1.2 ms a step for the 784-400-20 VAE; see benchmarks/README.md, "Speed tricks").
             alpha_t = alpha * math.sqrt(1 - beta2**t) / (1 - beta1**t)
             eps_hat = eps * math.sqrt(1 - beta2**t)
             if theta.flags.c_contiguous:  # flat views, cut into slices of BLOCK elements
@@ -501,11 +501,19 @@ class Adam(Optimizer):
                 th_f, g_f, m_f, v_f, block = theta, g, m, v, max(len(theta), 1)
             for i in range(0, len(th_f), block):
                 th_s, g_s, m_s, v_s = th_f[i:i + block], g_f[i:i + block], m_f[i:i + block], v_f[i:i + block]
+                tmp = np.empty_like(th_s)                        # one scratch slice, reused line by line
+                np.multiply(g_s, 1 - beta1, out=tmp)             # (1 - β1)·g_t
                 m_s *= beta1
-                m_s += (1 - beta1) * g_s                         # m_t = β1·m_{t-1} + (1 - β1)·g_t
+                m_s += tmp                                       # m_t = β1·m_{t-1} + (1 - β1)·g_t
+                np.multiply(g_s, g_s, out=tmp)
+                tmp *= 1 - beta2                                 # (1 - β2)·g_t²
                 v_s *= beta2
-                v_s += (1 - beta2) * g_s * g_s                   # v_t = β2·v_{t-1} + (1 - β2)·g_t²
-                th_s -= alpha_t * m_s / (np.sqrt(v_s) + eps_hat)  # θ_t = θ_{t-1} - α_t·m_t / (√v_t + ε̂)
+                v_s += tmp                                       # v_t = β2·v_{t-1} + (1 - β2)·g_t²
+                np.sqrt(v_s, out=tmp)
+                tmp += eps_hat                                   # √v_t + ε̂
+                np.divide(m_s, tmp, out=tmp)
+                tmp *= alpha_t                                   # α_t·m_t / (√v_t + ε̂)
+                th_s -= tmp                                      # θ_t = θ_{t-1} - α_t·m_t / (√v_t + ε̂)
         if FLUSH_SUBNORMALS and t % FLUSH_EVERY == 0:  # speed only, not Algorithm 1: see FLUSH_SUBNORMALS
             _flush_subnormals(self.m, beta1)
             _flush_subnormals(self.v, beta2)
