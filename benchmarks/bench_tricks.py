@@ -18,12 +18,10 @@ process's CPU seconds instead, which other processes on a shared machine barely 
   would decay into float32 subnormals. Subnormals appear only after a few epochs, so this
   trick is timed on the last ``--flush-timed`` of ``--flush-epochs`` epochs.
 
-and two evaluation tricks on the ``log_likelihood`` row of bench_train.py (an untrained
+and an evaluation trick on the ``log_likelihood`` row of bench_train.py (an untrained
 784-400-20 VAE, k = 1000 importance samples on 1,000 statically binarized test images,
 batches of 100; one timed pass per process):
 
-* ``binary_log_prob``: :data:`npvae.distributions.FAST_BINARY_LOG_PROB`, the one-pass
-  Bernoulli log-likelihood for x in {0, 1};
 * ``iwae_chunks``: :data:`npvae.evaluate.CHUNK_ELEMENTS` = 2**18 decoder outputs per chunk
   (1 MB, in cache) against 2**24 (64 MB, a chunk that only bounds memory).
 
@@ -51,8 +49,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-TRICKS = ("skip_input_grad", "fast_adam", "flush_subnormals", "binary_log_prob", "iwae_chunks")
-EVAL_TRICKS = ("binary_log_prob", "iwae_chunks")
+TRICKS = ("skip_input_grad", "fast_adam", "flush_subnormals", "iwae_chunks")
+EVAL_TRICKS = ("iwae_chunks",)
 THRESHOLD = 0.05  # a fast form stays only if it saves at least this fraction of the row
 
 
@@ -60,7 +58,7 @@ def worker(spec: dict) -> dict:
     """Run the trick's row with it on or off; return the epoch (or pass) times in seconds."""
     import numpy as np
 
-    from npvae import data, distributions, evaluate, optim
+    from npvae import data, evaluate, optim
     from npvae.models import VAE
 
     trick, on = spec["trick"], spec["on"]
@@ -68,8 +66,6 @@ def worker(spec: dict) -> dict:
         optim.FLUSH_SUBNORMALS = on
     if trick == "fast_adam":
         optim.FAST_ADAM = on
-    if trick == "binary_log_prob":
-        distributions.FAST_BINARY_LOG_PROB = on
     if trick == "iwae_chunks":
         evaluate.CHUNK_ELEMENTS = 1 << 18 if on else 1 << 24
     if trick in EVAL_TRICKS:

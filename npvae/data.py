@@ -535,11 +535,7 @@ def to_float(images: np.ndarray, dtype=np.float32) -> np.ndarray:
     Raises TypeError for a non-uint8 ``images`` or a dtype other than float32/float64,
     ValueError for ``images`` of rank < 2.
     """
-    images = _check_images(images)
-    dtype = check_dtype(dtype)
-    x = images.reshape(len(images), -1).astype(dtype)
-    x /= dtype.type(255)
-    return x
+    return _to_float(_check_images(images), "none", None, check_dtype(dtype))
 
 
 def binarize(images: np.ndarray, *, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:

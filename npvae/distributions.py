@@ -47,7 +47,7 @@ __all__ = [
     "LOG_2PI", "SIGMA_X_MIN", "SIGMA_X_MAX", "LOGVAR_MIN", "LOGVAR_MAX", "softplus", "sample_eps", "noise", "split_mu_logvar",
     "split_mu_logvar_backward", "reparameterize", "reparameterize_backward", "log_q_at_sample",
     "gaussian_log_prob", "gaussian_log_prob_grad", "standard_normal_log_prob", "gaussian_kl", "gaussian_kl_grad",
-    "kl_normal", "kl_normal_grad", "FAST_BINARY_LOG_PROB", "bernoulli_log_prob", "bernoulli_log_prob_grad",
+    "kl_normal", "kl_normal_grad", "bernoulli_log_prob", "bernoulli_log_prob_grad",
     "Likelihood", "Bernoulli", "Gaussian", "GaussianLearned",
 ]
 
@@ -319,11 +319,6 @@ def _per_pixel(scale):
     return scale if np.ndim(scale) == 0 else np.asarray(scale)[..., None]
 
 
-#: Binary data take the one-pass form of :func:`bernoulli_log_prob` (see there). False runs
-#: the textbook line alone; tests/test_distributions.py checks that both agree.
-FAST_BINARY_LOG_PROB = True
-
-
 def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
     r"""Bernoulli log-likelihood from logits, :math:`\sum_d x_d l_d - \mathrm{softplus}(l_d)`, nats.
 
@@ -334,21 +329,7 @@ def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
     allowed: then it is the cross-entropy) broadcasts against ``logits`` (e.g. x (B, D),
     logits (L, B, D)); sums the last axis; returns the leading shape.
     """
-    if FAST_BINARY_LOG_PROB and np.all((x == 0) | (x == 1)):
-        # FAST, for binarized data (every log p(x) estimate on MNIST): with t = (2x - 1) l,
-        # x l - softplus(l) = -softplus(-t) = log sigmoid(t) = min(t, 0) - log1p(exp(-|t|)):
-        # one exp/log1p pass computed in place, against the several temporaries of the
-        # textbook line below (saving measured in benchmarks/README.md, "Speed tricks").
-        t = (2 * x - 1) * logits
-        a = np.abs(t)
-        np.negative(a, out=a)
-        np.exp(a, out=a)
-        np.log1p(a, out=a)                # log(1 + exp(-|t|))
-        np.minimum(t, 0, out=t)
-        t -= a                            # log sigmoid(t)
-        out = np.sum(t, axis=-1)
-    else:
-        out = np.sum(x * logits - softplus(logits), axis=-1)
+    out = np.sum(x * logits - softplus(logits), axis=-1)
     if out.dtype == np.float16 or np.isinf(out).any():  # inline: no call on the step's path; (batch,) only
         if out.dtype == np.float16:
             raise TypeError("dtype: expected float32 or float64 arrays, got float16 (convert with .astype(np.float32))")
@@ -366,7 +347,7 @@ def bernoulli_log_prob_grad(x: np.ndarray, logits: np.ndarray, scale=1.0) -> np.
     # d log p / d l = x - sigmoid(l), with sigmoid(l) = (1 + tanh(l/2)) / 2: tanh never overflows
     # and NumPy's tanh is a SIMD ufunc, four times faster than scipy.special.expit here
     d = x - (0.5 + 0.5 * np.tanh(0.5 * logits))
-    d *= _per_pixel(scale)                # in place: float64 weights do not upcast d
+    d *= scale if np.ndim(scale) == 0 else np.asarray(scale)[..., None]  # per-sample weights over the pixels
     return d
 
 

@@ -19,46 +19,6 @@ from npvae import optim
 from npvae.layers import MLP, Linear
 
 
-def _both(monkeypatch, module, flag, fn):
-    """``fn()`` with ``module.flag`` True (the fast form), then False (the textbook form)."""
-    monkeypatch.setattr(module, flag, True)
-    fast = fn()
-    monkeypatch.setattr(module, flag, False)
-    slow = fn()
-    monkeypatch.undo()
-    return fast, slow
-
-
-@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 4 * np.finfo(np.float32).eps)])
-@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 4), B=st.integers(1, 6), D_=st.integers(1, 40),
-       scale=st.sampled_from([0.1, 3.0, 30.0, 1e4]))
-def test_binary_bernoulli_log_prob_equals_the_textbook_line(dtype, rtol, seed, k, B, D_, scale):
-    rng = np.random.default_rng(seed)
-    x = (rng.random((B, D_)) < 0.4).astype(dtype)
-    logits = (rng.standard_normal((k, B, D_)) * scale).astype(dtype)
-    flag = D.FAST_BINARY_LOG_PROB
-    try:
-        D.FAST_BINARY_LOG_PROB = True
-        fast = D.bernoulli_log_prob(x, logits)
-        D.FAST_BINARY_LOG_PROB = False
-        slow = D.bernoulli_log_prob(x, logits)
-    finally:
-        D.FAST_BINARY_LOG_PROB = flag
-    assert fast.dtype == slow.dtype == dtype and fast.shape == (k, B)
-    # per pixel the two differ by a few ulp of each term; the sum's error is bounded by the sum of |terms|
-    terms = np.sum(np.abs(x * logits) + D.softplus(logits), axis=-1)
-    assert np.all(np.abs(fast - slow) <= rtol * terms)
-
-
-def test_grey_levels_take_the_textbook_line(monkeypatch):
-    """The fast form is only for x in {0, 1}: for grey levels the result is the textbook line's."""
-    rng = np.random.default_rng(0)
-    x, logits = rng.random((3, 5)), rng.standard_normal((2, 3, 5))
-    fast, slow = _both(monkeypatch, D, "FAST_BINARY_LOG_PROB", lambda: D.bernoulli_log_prob(x, logits))
-    np.testing.assert_array_equal(fast, slow)
-    np.testing.assert_allclose(slow, np.sum(x * logits - np.logaddexp(0, logits), axis=-1), rtol=1e-13)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_skipping_the_input_gradient_leaves_every_parameter_gradient_unchanged(dtype):
     """Linear(skip_input_grad=True) returns None instead of dy @ W.T and writes the same grads."""
