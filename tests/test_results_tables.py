@@ -62,3 +62,18 @@ def test_layout_comparison_quotes_bench_train_runs(name):
         wall = report["ratios"]["torch"][row]
         cpu = result[row, "npvae"]["cpu_median_s"] / result[row, "torch"]["cpu_median_s"]
         assert f"{wall:.2f}" in " ".join(cells) and f"{cpu:.2f}" in " ".join(cells), (name, row, cells)
+
+
+def test_default_run_numbers_quote_its_metrics_json():
+    """README.md and docs/results.md quote the default VAE run's metrics.json (docs/runs/vae_default.json)."""
+    run = json.loads((ROOT / "docs" / "runs" / "vae_default.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    results = _section((ROOT / "docs" / "results.md").read_text(), "## The default run")
+    for key in ("test_neg_elbo", "test_log_likelihood", "log_likelihood_stderr"):
+        assert f"{abs(run[key]):.2f}" in readme, key
+    for key in ("test_neg_elbo", "test_reconstruction", "test_kl", "initial_test_neg_elbo",
+                "test_log_likelihood", "log_likelihood_stderr"):
+        assert f"{abs(run[key]):.2f}" in results, key
+    assert f"{run['seconds_per_epoch']:.1f} s per epoch" in results
+    assert f"{run['active_units']} of 20" in results
+    assert run["model"]["kind"] == "vae" and run["epochs"] == 10 and run["log_likelihood_images"] == 10000
