@@ -23,12 +23,26 @@ plan from its last completed epoch: run the same command again. After training t
 evaluates log p(x) (k = 5000, progress on stderr), counts active units, and writes
 ``<out>/<model>/result.json``; ``--table`` gathers them into ``<out>/table.json`` and
 ``<out>/table.md``.
+
+Every argument is checked before the data is loaded, with the demo's one-line errors
+(``reproduce_iwae.py: error: <name>: expected ..., got ...``, exit code 2): counts are
+integers >= 1 (``--epochs 0`` is refused, not read as "not given"), the budget a finite
+number > 0, sizes within memory. The run folder ``<out>/<model>`` is locked for the
+run's life (a second run on it is refused, naming the first one's pid) and cleared of
+dead runs' temporary files; ``plan.json`` and the checkpoint are checked as data, and a
+resume with another ``--batch-size``, ``--seed`` or ``--train-limit`` is refused. SIGINT
+and SIGTERM save the last completed step and exit with 130 / 143: run the same command
+again to resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import numbers
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,10 +51,12 @@ import numpy as np
 
 from npvae import data as npdata
 from npvae import evaluate
-from npvae.checkpoint import atomic_write, load_checkpoint
+from npvae.checkpoint import FolderInUse, atomic_write, lock_folder, remove_stale_temporaries
 from npvae.models import build_model
 from npvae.optim import Adam
-from npvae.train import TrainConfig, Trainer, TrainingInterrupted
+from npvae.train import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted, check_run_sizes
+
+PROG = "reproduce_iwae.py"
 
 PAPER = {"vae": 86.76, "iwae5": 85.54, "iwae50": 84.78}
 PAPER_STAGES = [3 ** i for i in range(8)]  # epochs per stage; lr = 1e-3 * 10 ** (-i / 7)
@@ -94,10 +110,10 @@ def train(args, name, train_x, test_x) -> dict:
     plan_path, ckpt_path = run_dir / "plan.json", run_dir / "checkpoint.npz"
     model, trainer = build(args, name, train_x, test_x, run_dir)
     if plan_path.exists() and ckpt_path.exists():
-        plan = json.loads(plan_path.read_text())
+        plan = read_plan(plan_path)
         trainer.config.epochs = sum(plan["stages"])
         trainer.optimizer.schedule = StageLR(plan["stages"], trainer.steps_per_epoch)
-        trainer.load(load_checkpoint(ckpt_path))
+        trainer.load(ckpt_path)  # checked as data, and against this run's --batch-size, --seed, --train-limit
         print(f"[{name}] resumed at epoch {trainer.epoch} of {trainer.config.epochs}", flush=True)
     else:
         if args.full or args.epochs:
@@ -115,6 +131,25 @@ def train(args, name, train_x, test_x) -> dict:
         print(f"[{name}] plan: {plan['stages']} epochs per stage ({trainer.config.epochs} in all)", flush=True)
     trainer.fit()
     return {"plan": plan, "history": trainer.history, "model": model}
+
+
+def read_plan(path: Path) -> dict:
+    """``plan.json``, checked: ``stages`` 8 integers >= 1, ``budget_minutes`` null or a number > 0; ValueError otherwise."""
+    try:
+        plan = json.loads(path.read_text())
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: expected the JSON plan this script writes, got a file it cannot parse ({exc}); "
+                         f"delete {path.parent} to start that run again") from None
+    stages = plan.get("stages") if isinstance(plan, dict) else None
+    if (not isinstance(stages, list) or len(stages) != len(PAPER_STAGES)
+            or not all(type(n) is int and n >= 1 for n in stages)):
+        raise ValueError(f"{path}: 'stages': expected {len(PAPER_STAGES)} integers >= 1, got {str(stages)[:80]}; "
+                         f"delete {path.parent} to start that run again")
+    budget = plan.get("budget_minutes")
+    if budget is not None and (not isinstance(budget, numbers.Real) or isinstance(budget, bool)
+                               or not math.isfinite(budget) or budget <= 0):
+        raise ValueError(f"{path}: 'budget_minutes': expected null or a finite number > 0, got {budget!r}")
+    return plan
 
 
 def evaluate_run(args, name, model, history, plan, test_x) -> dict:
@@ -196,37 +231,133 @@ def curve_figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder path, got {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=sorted(MODELS), help="which row of the table to train and evaluate")
-    p.add_argument("--budget-minutes", type=float, default=90.0, help="training time for the compressed schedule")
+    p.add_argument("--budget-minutes", type=_positive_float, default=90.0,
+                   help="training time for the compressed schedule")
     p.add_argument("--full", action="store_true", help="the paper's full 3,280-epoch schedule")
-    p.add_argument("--epochs", type=int, default=None, help="the paper's stages compressed to this many epochs")
-    p.add_argument("--batch-size", type=int, default=20, help="the paper's batch size is 20")
-    p.add_argument("--eval-k", type=int, default=5000)
-    p.add_argument("--train-limit", type=int, default=None, help="first N training images (quick checks)")
-    p.add_argument("--test-limit", type=int, default=None, help="first N test images (quick checks)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="benchmarks/results/reproduce_iwae")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="the paper's stages compressed to this many epochs (>= 1)")
+    p.add_argument("--batch-size", type=_positive_int, default=20, help="the paper's batch size is 20")
+    p.add_argument("--eval-k", type=_positive_int, default=5000)
+    p.add_argument("--train-limit", type=_positive_int, default=None, help="first N training images (quick checks)")
+    p.add_argument("--test-limit", type=_positive_int, default=None, help="first N test images (quick checks, >= 2)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--out", type=_folder, default="benchmarks/results/reproduce_iwae")
     p.add_argument("--quiet", action="store_true", help="no progress lines inside epochs or during the log p(x) estimate")
     p.add_argument("--table", action="store_true", help="only gather the finished runs into table.json / table.md")
+    return p
+
+
+def check_args(p, args) -> None:
+    """Refuse, before the data is loaded, every combination or size the run could not finish with (p.error: exit 2)."""
+    if args.table:
+        return
+    if args.model is None:
+        p.error("--model: expected one of " + ", ".join(sorted(MODELS)) + " (or --table), got none")
+    if args.full and args.epochs is not None:
+        p.error(f"--epochs {args.epochs}: expected it without --full (the paper's 3,280 epochs), got both")
+    if args.test_limit is not None and args.test_limit < 2:
+        p.error(f"--test-limit: expected at least 2 test images (the NLL's standard error and the active units "
+                f"need a spread), got {args.test_limit}")
+    kind, extra = MODELS[args.model]
+    config = {"kind": kind, "x_dim": 784, "z_dim": 50, "hidden": [200, 200], **extra}
+    run = {"batch_size": args.batch_size, "eval_k": args.eval_k,
+           "train_images": args.train_limit or 60000, "test_images": args.test_limit or 10000}
+    try:
+        check_run_sizes(config, run, lambda key, index: "--" + key.replace("_", "-"))
+    except ValueError as exc:
+        p.error(str(exc))
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training (loading data, evaluating): exit 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    check_args(p, args)
     if args.table:
         print(table(Path(args.out)), end="")
         return 0
-    if args.model is None:
-        p.error("--model is required (or --table)")
-    train_x, _ = npdata.load_mnist("train")
-    test_x, _ = npdata.load_mnist("test")
-    train_x, test_x = train_x[:args.train_limit], test_x[:args.test_limit]
+    run_dir = Path(args.out) / args.model
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    lock = None
     try:
-        run = train(args, args.model, train_x, test_x[:2000])  # 2,000 test images for the curve
-    except TrainingInterrupted as exc:
-        print(f"[{args.model}] {exc}; run the same command again to resume", file=sys.stderr)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_folder(run_dir)
+        remove_stale_temporaries(run_dir)
+        train_x, _ = npdata.load_mnist("train")
+        test_x, _ = npdata.load_mnist("test")
+        train_x, test_x = train_x[:args.train_limit], test_x[:args.test_limit]
+        if len(test_x) < 2:
+            raise ValueError(f"test images: expected at least 2, got {len(test_x)}")
+        try:
+            run = train(args, args.model, train_x, test_x[:2000])  # 2,000 test images for the curve
+        except TrainingInterrupted as exc:
+            print(f"[{args.model}] {exc}; run the same command again to resume", file=sys.stderr)
+            return exc.exit_code
+        evaluate_run(args, args.model, run["model"], run["history"], run["plan"], test_x)
+        print(table(Path(args.out)), end="")
+        return 0
+    except FolderInUse as exc:
+        print(f"{PROG}: error: --out {args.out}: expected a run folder no other run is using, got {run_dir} locked "
+              f"by the run with pid {exc.holder} (still running); wait for it to end, or choose another --out",
+              file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
-    evaluate_run(args, args.model, run["model"], run["history"], run["plan"], test_x)
-    print(table(Path(args.out)), end="")
-    return 0
+    except Terminated:
+        print(f"\n{PROG}: terminated (SIGTERM) outside training; the last checkpoint, if any, is kept", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if lock is not None:
+            os.close(lock)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

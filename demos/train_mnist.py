@@ -32,6 +32,18 @@ Nothing is lost:
   created (with its parents) and a probe file is written, flushed and removed. An
   existing file, a path under a file, a folder without write permission or a full disk
   gives one line on stderr naming ``--out``, what is wrong and the fix, exit code 2.
+  A folder holding another run's ``checkpoint.npz`` is refused unless ``--resume``
+  continues it or ``--overwrite`` replaces it (its checkpoint, metrics and figures are
+  removed first). The run holds a lock on the folder (``fcntl.flock`` on ``.npvae.lock``)
+  for its life: a second run on the same ``--out`` is refused, naming the first one's
+  pid. Temporary files that killed runs left behind are removed; every file is written
+  through an unpredictable temporary name (``tempfile.mkstemp``) and renamed.
+* Everything the run needs at its end is checked at its start: at least 2 test images
+  (the latent scatter), every size (``--latent-dim``, ``--hidden``, ``--flow-length``,
+  ``--k``, ``--n-samples``, ``--batch-size``, ``--eval-k``) within what memory can hold,
+  no flag the model or likelihood ignores (``--sigma-x`` with Bernoulli, ``--eval-k``
+  for a model without p(x)). A figure that still fails after training is reported on
+  one line (exit code 1) after ``metrics.json`` is written and the numbers printed.
 * ``--resume`` continues from ``OUT/checkpoint.npz``; the model and the training settings
   come from the checkpoint. A flag given on the command line whose value differs from
   the checkpoint's (``--latent-dim``, ``--hidden``, ``--activation``, ``--likelihood``,
@@ -44,8 +56,11 @@ Nothing is lost:
   is nothing to train: the demo says so on one line, then evaluates the checkpoint's
   model and writes ``metrics.json`` and the figures, exit code 0. (This also finishes a
   run stopped during its final evaluation, or one whose figures could not be written.)
-* Ctrl-C saves a checkpoint of the last completed step and the figures so far, prints
-  the command that resumes, and exits with 130.
+* Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, a scheduler) saves a checkpoint of
+  the last completed step and the figures so far, prints the command that resumes, and
+  exits with 128 + the signal number (130, 143). ``--resume`` refuses a ``--dataset``,
+  ``--train-limit`` other than the checkpoint's too (and takes the checkpoint's when they
+  are not given); the checkpoint itself is checked as data before it is used.
 * A write that fails (a full disk, a lost permission) stops with one line naming the
   file and the cause, exit code 1. Checkpoints are written to a temporary file and
   renamed, so the previous checkpoint is intact and ``--resume`` continues from it.
@@ -62,7 +77,9 @@ import inspect
 import json
 import os
 import shlex
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -71,10 +88,14 @@ import numpy as np
 
 from npvae import data as npdata
 from npvae import evaluate
-from npvae.checkpoint import atomic_write, load_checkpoint, restore_params
+from npvae.checkpoint import (FolderInUse, atomic_write, load_checkpoint, lock_folder, remove_stale_temporaries,
+                              restore_params)
+from npvae.dirichlet import ALPHA_MAX, ALPHA_MIN
+from npvae.distributions import SIGMA_X_MAX, SIGMA_X_MIN
 from npvae.models import LIKELIHOODS, MODELS, build_model, from_config
 from npvae.optim import Adam
-from npvae.train import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted, upgrade_meta
+from npvae.train import (NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted, check_meta, check_model_config,
+                         check_run_sizes, check_stored_optimizer, check_stored_params, upgrade_meta)
 
 PROG = "train_mnist.py"
 CLASS_NAMES = {"mnist": [str(d) for d in range(10)],
@@ -85,6 +106,14 @@ OBJECTIVES = {"neg_elbo": "-ELBO", "neg_log_likelihood": "-log p(x|z) (reconstru
               "neg_iwae_bound": "-IWAE bound"}
 #: flags only some models take: dest -> constructor keyword (passed only to a model whose __init__ has it)
 MODEL_OPTIONS = {"alpha": "alpha", "k": "k", "flow": "flow", "flow_length": "flow_length"}
+#: every file a run writes in --out (what --overwrite removes; nothing else is touched)
+FIGURES = ("reconstructions.png", "samples.png", "curves.png", "latent.png", "interpolation.png", "manifold.png",
+           "class_samples.png", "same_z.png", "theta_by_class.png", "compare_samples.png", "compare_latent.png")
+OUTPUTS = ("checkpoint.npz", "metrics.json", *FIGURES)
+#: test images the figures need: the latent scatter plots at least 2 codes
+MIN_TEST_IMAGES = 2
+#: model config key -> the flag that sets it (for the size checks' messages)
+SIZE_FLAGS = {"z_dim": "--latent-dim", "hidden": "--hidden", "flow_length": "--flow-length", "k": "--k"}
 
 
 def _accepts(kind: str, keyword: str) -> bool:
@@ -103,6 +132,21 @@ def _positive_float(text: str) -> float:
     if not value > 0 or not np.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
+
+
+def _float_in(low: float, high: float):
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a number in [{low:g}, {high:g}], got {text}")
+        return value
+    return parse
+
+
+def _folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder path, got {text!r} (use --out . for this folder)")
+    return text
 
 
 def _nonnegative_float(text: str) -> float:
@@ -132,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoder p(x|z): Bernoulli logits; Gaussian mean with fixed std --sigma-x; or Gaussian "
                         "with a learned std (gaussian_learned, starting at --sigma-x); use the Gaussians with "
                         "--binarize none")
-    p.add_argument("--sigma-x", type=_positive_float, default=0.1,
+    p.add_argument("--sigma-x", type=_float_in(SIGMA_X_MIN, SIGMA_X_MAX), default=0.1,
                    help="decoder std for --likelihood gaussian (the initial std for gaussian_learned)")
     if any(_accepts(kind, "alpha") for kind in MODELS):
-        p.add_argument("--alpha", type=_positive_float, default=0.3,
+        p.add_argument("--alpha", type=_float_in(ALPHA_MIN, ALPHA_MAX), default=0.3,
                        help="Dirichlet(alpha) prior concentration of the Dirichlet VAE (< 1: sparse theta)")
     if any(_accepts(kind, "k") for kind in MODELS):
         p.add_argument("--k", type=_positive_int, default=5, help="importance samples in the IWAE objective")
@@ -153,10 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None,
                    help="folder with the four IDX .gz files (default: $NPVAE_DATA_DIR, then ~/.cache/npvae/<dataset>; "
                         "downloaded there if missing)")
-    p.add_argument("--out", default="results", help="results folder (metrics, figures, checkpoint)")
+    p.add_argument("--out", type=_folder, default="results", help="results folder (metrics, figures, checkpoint)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz; the model and training settings come from the checkpoint, "
                         "--epochs may be raised to train longer")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds another run's checkpoint, removing its checkpoint, "
+                        "metrics.json and figures (without it such an --out is refused)")
     p.add_argument("--eval-k", type=_positive_int, default=1000,
                    help="importance samples per test image for the final log p(x) estimate "
                         "(5000 gives numbers comparable with papers, at 5x the time)")
@@ -194,13 +241,21 @@ def _cause(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def check_out(out: str) -> Path:
-    """Make sure results can be written to the folder ``out``, before any work is done.
+#: the lock held on --out for the run's life (released by :func:`release_out`)
+_LOCK: list[int] = []
 
-    Creates the folder (and its parents), then writes, flushes and removes a probe file.
-    Returns the folder as a Path. Raises UsageError (one line naming ``--out``, what is
-    wrong and the fix) for an existing file, a path under a file, no permission, a
-    read-only or full disk, or any other OSError.
+
+def check_out(out: str, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Make sure results can be written to the folder ``out``, and that no other run uses it, before any work is done.
+
+    Creates the folder (and its parents), then writes, flushes and removes a probe file
+    (made by ``tempfile.mkstemp``: never a planted symlink). Takes the folder's lock
+    (:func:`npvae.checkpoint.lock_folder`, held until :func:`release_out`), refuses a
+    folder holding another run's checkpoint unless ``resume`` or ``overwrite`` (which
+    removes the previous run's :data:`OUTPUTS`), and removes the temporary files of dead
+    runs. Returns the folder as a Path. Raises UsageError (one line naming ``--out``, what
+    is wrong and the fix) for an existing file, a path under a file, no permission, a
+    read-only or full disk, a folder in use, or any other OSError.
     """
     path = Path(out)
     if path.exists() and not path.is_dir():
@@ -215,13 +270,18 @@ def check_out(out: str) -> Path:
     probe = path / f".npvae-write-test-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd, name = tempfile.mkstemp(dir=path, prefix=probe.name + ".")
+        probe = Path(name)
         try:
             os.write(fd, b"\0" * 4096)
             os.fsync(fd)
         finally:
             os.close(fd)
             probe.unlink(missing_ok=True)
+        _LOCK.append(lock_folder(path))
+    except FolderInUse as exc:
+        raise UsageError(f"--out {out}: expected a folder no other run is using, got one locked by the run with pid "
+                         f"{exc.holder} (still running); wait for it to end, or choose another --out") from None
     except OSError as exc:
         fix = {errno.EACCES: "choose a folder you can write to (e.g. --out ~/npvae-results) or fix its permissions",
                errno.EPERM: "choose a folder you can write to (e.g. --out ~/npvae-results) or fix its permissions",
@@ -230,7 +290,24 @@ def check_out(out: str) -> Path:
                errno.EROFS: "choose an --out on a writable disk"}.get(exc.errno, "choose another --out")
         raise UsageError(f"--out {out}: expected a folder that can be written, got an error writing "
                          f"{probe.name} in it: {_cause(exc)}; {fix}") from exc
+    if not resume and (path / "checkpoint.npz").exists():
+        if not overwrite:
+            release_out()
+            raise UsageError(f"--out {out}: expected a folder without another run's checkpoint, got "
+                             f"{path / 'checkpoint.npz'}; continue that run with --resume, start this one in another "
+                             f"--out, or pass --overwrite to replace it")
+        gone = [name for name in OUTPUTS if (path / name).is_file() or (path / name).is_symlink()]
+        for name in gone:
+            (path / name).unlink()
+        print(f"--overwrite: removed the previous run's {', '.join(gone)} from {path}", flush=True)
+    remove_stale_temporaries(path)
     return path
+
+
+def release_out() -> None:
+    """Release the lock :func:`check_out` took (at the end of a run; the lock file stays)."""
+    while _LOCK:
+        os.close(_LOCK.pop())
 
 
 #: flags the checkpoint fixes on --resume: dest -> (section of the checkpoint meta, key)
@@ -243,6 +320,7 @@ RESUME_FIXED = {
     "binarize": ("train_config", "binarize"), "seed": ("train_config", "seed"),
     "lr": ("optimizer", "lr"), "model": ("model_config", "kind"),
     **{dest: ("model_config", key) for dest, key in MODEL_OPTIONS.items()},
+    "dataset": ("info", "dataset"), "train_limit": ("info", "train_limit"),
 }
 
 
@@ -255,6 +333,8 @@ def explicit_flags(argv: list[str]) -> dict:
 
 
 def _show(value) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, (list, tuple)):
         return " ".join(_show(v) for v in value)
     if isinstance(value, float):
@@ -271,7 +351,8 @@ def check_resume_flags(ckpt, explicit: dict) -> None:
     """
     meta = upgrade_meta(ckpt.meta)
     stored = {"model_config": meta.get("model_config", {}), "train_config": meta.get("train_config", {}),
-              "optimizer": {"lr": float(ckpt.optimizer_state["lr"])} if "lr" in ckpt.optimizer_state else {}}
+              "optimizer": {"lr": float(ckpt.optimizer_state["lr"])} if "lr" in ckpt.optimizer_state else {},
+              "info": meta.get("info", {}) if isinstance(meta.get("info"), dict) else {}}
     clashes = []
     for dest, (section, key) in RESUME_FIXED.items():
         if dest in explicit and key in stored[section]:
@@ -291,12 +372,121 @@ def load_data(args):
 
 
 def check_model_options(args, explicit: dict) -> None:
-    """Refuse a model-specific flag given for a model that does not take it (UsageError naming it)."""
+    """Refuse a flag that does not apply to the chosen model or likelihood (UsageError naming it).
+
+    A model-specific flag for a model that does not take it; ``--sigma-x`` with the
+    Bernoulli likelihood (it has no sigma); ``--beta``, ``--warmup-epochs``,
+    ``--n-samples`` for a model whose objective has none (read from ``forward_options``);
+    ``--test-limit`` below :data:`MIN_TEST_IMAGES`. ``--eval-k``/``--eval-images`` for a
+    model with no likelihood to estimate (the AE) are reported as ignored, on one line.
+    """
     for dest, keyword in MODEL_OPTIONS.items():
         if dest in explicit and not _accepts(args.model, keyword):
             takers = [kind for kind in MODELS if _accepts(kind, keyword)]
             raise UsageError(f"--{dest.replace('_', '-')}: the {args.model} model has no {keyword}; "
                              f"expected it only with --model {' or '.join(takers)}")
+    if "sigma_x" in explicit and args.likelihood == "bernoulli":
+        raise UsageError(f"--sigma-x {_show(args.sigma_x)}: the bernoulli likelihood has no sigma_x; expected it only "
+                         f"with --likelihood gaussian or gaussian_learned")
+    cls = MODELS[args.model]
+    for dest in ("eval_k", "eval_images"):  # reported, not refused: the same flags serve several models
+        if dest in explicit and not hasattr(cls, "log_weights"):
+            print(f"--{dest.replace('_', '-')} {_show(explicit[dest])}: ignored, the {args.model} model has no "
+                  f"likelihood p(x) to estimate", flush=True)
+    config = TrainConfig(batch_size=args.batch_size, beta=args.beta, warmup_epochs=args.warmup_epochs,
+                         n_samples=args.n_samples)
+    try:
+        Trainer._forward_options(cls, config)
+    except ValueError as exc:
+        raise UsageError(f"--{str(exc).split(':')[0].replace('_', '-')}{str(exc)[str(exc).index(':'):]}") from None
+    check_test_images(args.test_limit, "--test-limit")
+
+
+def use_stored_data_settings(args, meta: dict, explicit: dict, path: Path) -> None:
+    """On resume, ``--dataset``, ``--train-limit``, ``--test-limit`` are the checkpoint's unless given
+    (:func:`check_resume_flags` has refused differing ones); ValueError for stored values of the wrong kind."""
+    info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+    for dest in ("dataset", "train_limit", "test_limit"):
+        if dest not in info:
+            continue  # a checkpoint from before these were stored
+        value = info[dest]
+        ok = value in CLASS_NAMES if dest == "dataset" else value is None or (type(value) is int and value >= 1)
+        if not ok:
+            want = "one of " + ", ".join(CLASS_NAMES) if dest == "dataset" else "null or an integer >= 1"
+            raise ValueError(f"checkpoint {path}: meta 'info' {dest!r}: expected {want}, got {value!r}")
+        if dest not in explicit:
+            setattr(args, dest, value)
+
+
+def check_test_images(n, name: str) -> None:
+    """UsageError unless ``n`` (None: not limited) test images are enough for every figure."""
+    if n is not None and n < MIN_TEST_IMAGES:
+        raise UsageError(f"{name}: expected at least {MIN_TEST_IMAGES} test images (latent.png plots their codes, "
+                         f"metrics.json their spread), got {n}")
+
+
+def new_config(args, n_classes: int) -> dict:
+    """The model config the flags describe (before a model is built): what the size checks read."""
+    config = {"kind": args.model, "x_dim": 784, "z_dim": args.latent_dim, "hidden": list(args.hidden),
+              "dtype": args.dtype}
+    if _accepts(args.model, "n_classes"):
+        config["n_classes"] = n_classes
+    config.update({kw: getattr(args, dest) for dest, kw in MODEL_OPTIONS.items()
+                   if hasattr(args, dest) and _accepts(args.model, kw)})
+    return config
+
+
+def check_memory(args, config: dict, train: dict, *, from_checkpoint: bool) -> None:
+    """Refuse any size that would not fit in memory, before anything is allocated (UsageError naming it and its bound).
+
+    The cost is :func:`npvae.train.estimate_run_bytes` of the whole run; every size of the
+    model config (every integer, any model kind) and of the run (``--batch-size``,
+    ``--n-samples``, ``--eval-k``) is checked (:func:`npvae.train.check_run_sizes`).
+    """
+    run = {"batch_size": train["batch_size"], "n_samples": train["n_samples"], "eval_k": args.eval_k,
+           "train_images": args.train_limit or 60000, "test_images": args.test_limit or 10000}
+
+    def name(key, index):
+        if key in run:
+            return "--" + key.replace("_", "-")
+        if from_checkpoint:
+            return f"checkpoint model_config {key!r}"
+        return SIZE_FLAGS.get(key, f"model size {key!r}")
+    try:
+        check_run_sizes(config, run, name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def read_checkpoint(path: Path, source: str):
+    """A checkpoint of this demo and a model built from it, everything checked as data before an array is read.
+
+    The meta (:func:`npvae.train.check_meta`), the model config against the stored
+    parameter shapes (:func:`npvae.train.check_model_config`), then the model built from
+    the config and its parameters against the ``.npy`` headers; only then are the arrays
+    read (:func:`npvae.checkpoint.load_checkpoint`). Returns ``(checkpoint, model)``, the
+    model's weights restored.
+    """
+    built = []
+
+    def expect(meta, headers):
+        where = f"checkpoint {path}"
+        m = check_meta(meta, source=where)
+        stored = {k[len("param/"):]: h for k, h in headers.items() if k.startswith("param/")}
+        config = check_model_config(m["model_config"], {k: s for k, (s, _) in stored.items()}, source=where)
+        try:
+            model = from_config(config, rng=np.random.default_rng(0))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: model_config: {exc}") from None
+        check_stored_params(model.params, stored, source=f"{source} {path}")
+        if source == "checkpoint":  # --resume restores the optimizer too (--compare reads only the weights)
+            check_stored_optimizer(Adam(model.params), {k[len("optim/"):]: h for k, h in headers.items()
+                                                        if k.startswith("optim/")}, source=f"{source} {path}")
+        built.append(model)
+
+    ckpt = load_checkpoint(path, expect=expect)
+    restore_params(built[0].params, ckpt.params, source=f"{source} {path}")
+    return ckpt, built[0]
 
 
 def new_model(args, n_classes: int):
@@ -311,13 +501,14 @@ def new_model(args, n_classes: int):
     return build_model(args.model, **kwargs)
 
 
-def build(args, data, ckpt=None, epochs=None):
-    """The model, optimizer and trainer, fresh or restored from the checkpoint ``ckpt`` (with target ``epochs``)."""
+def build(args, data, ckpt=None, epochs=None, model=None):
+    """The model, optimizer and trainer, fresh or restored from the checkpoint ``ckpt`` (with target ``epochs``;
+    ``model``: the one :func:`read_checkpoint` built from it)."""
     train_x, train_y, test_x, test_y = data
     ckpt_path = Path(args.out) / "checkpoint.npz"
     if ckpt is not None:
         meta = upgrade_meta(ckpt.meta)
-        model = from_config(meta["model_config"], rng=np.random.default_rng(0))
+        model = model if model is not None else from_config(meta["model_config"], rng=np.random.default_rng(0))
         config = TrainConfig(**{**meta["train_config"], "epochs": max(epochs, meta["epoch"], 1)})
         lr = float(ckpt.optimizer_state["lr"])
     else:
@@ -333,6 +524,7 @@ def build(args, data, ckpt=None, epochs=None):
     if ckpt is not None:
         trainer.load(ckpt)
         print(f"resumed from {ckpt_path}: epoch {trainer.epoch}, step {trainer.step}")
+    trainer.info = {"dataset": args.dataset, "train_limit": args.train_limit, "test_limit": args.test_limit}
     return model, trainer
 
 
@@ -369,11 +561,8 @@ def _theta(model, x, mu):
 
 
 def load_model(folder) -> object:
-    """The model of another run, from ``folder``/checkpoint.npz (for ``--compare``)."""
-    ckpt = load_checkpoint(Path(folder) / "checkpoint.npz")
-    model = from_config(upgrade_meta(ckpt.meta)["model_config"], rng=np.random.default_rng(0))
-    restore_params(model.params, ckpt.params, source=f"--compare {folder}")
-    return model
+    """The model of another run, from ``folder``/checkpoint.npz (for ``--compare``), checked as data first."""
+    return read_checkpoint(Path(folder) / "checkpoint.npz", "--compare")[1]
 
 
 def draw_figures(model, trainer, out: Path, *, mu=None, labels=None, class_names=None, compare=None,
@@ -464,32 +653,46 @@ def run(args, argv: list[str]) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     ckpt_path = out / "checkpoint.npz"
-    resume_cmd = f"python {shlex.join([sys.argv[0], *[a for a in argv if a != '--resume'], '--resume'])}"
+    resume_cmd = f"python {shlex.join([sys.argv[0], *[a for a in argv if a not in ('--resume', '--overwrite')], '--resume'])}"
     # everything that can be refused is refused here, before the data is loaded or a step is taken
     explicit = explicit_flags(argv)
-    ckpt, epochs = None, args.epochs
+    ckpt, model, epochs = None, None, args.epochs
+    if args.resume and args.overwrite:
+        raise UsageError("--overwrite: expected it only for a new run, got it with --resume (which continues the "
+                         "checkpoint it would remove); drop one of them")
     if args.resume:
-        ckpt = load_checkpoint(ckpt_path)
+        if not ckpt_path.is_file():
+            load_checkpoint(ckpt_path)  # FileNotFoundError naming the file, before --out is touched
+    else:
+        check_model_options(args, explicit)
+    compare = load_model(args.compare) if args.compare else None
+    if compare is not None and (compare.conditional or (not args.resume and MODELS[args.model].conditional)):
+        name = "--compare" if compare.conditional else "--model"
+        raise UsageError(f"{name}: expected an unconditional model next to --compare (no labels needed), "
+                         f"got a conditional one; compare two of {', '.join(k for k in MODELS if not MODELS[k].conditional)}")
+    check_out(args.out, resume=args.resume, overwrite=args.overwrite)
+    if args.resume:
+        ckpt, model = read_checkpoint(ckpt_path, "checkpoint")
         check_resume_flags(ckpt, explicit)
-        done = int(ckpt.meta["epoch"])
-        epochs = explicit.get("epochs", upgrade_meta(ckpt.meta)["train_config"]["epochs"])
+        meta = upgrade_meta(ckpt.meta)
+        use_stored_data_settings(args, meta, explicit, ckpt_path)
+        check_memory(args, meta["model_config"], meta["train_config"], from_checkpoint=True)
+        if compare is not None and model.conditional:
+            raise UsageError("--model: expected an unconditional model next to --compare (no labels needed), got a "
+                             "conditional one in the checkpoint")
+        done = meta["epoch"]
+        epochs = explicit.get("epochs", meta["train_config"]["epochs"])
         if epochs <= done:
             print(f"--epochs {epochs}: nothing to train, the checkpoint {ckpt_path} has completed {done} epoch(s); "
                   f"evaluating it and writing the metrics and figures (pass --epochs {done + 1} or more to train "
                   f"longer)", flush=True)
     else:
-        check_model_options(args, explicit)
-    compare = load_model(args.compare) if args.compare else None
-    kind = upgrade_meta(ckpt.meta)["model_config"]["kind"] if ckpt is not None else args.model
-    for name, conditional in (("--compare", compare is not None and compare.conditional),
-                              ("--model", compare is not None and MODELS[kind].conditional)):
-        if conditional:
-            raise UsageError(f"{name}: expected an unconditional model next to --compare (no labels needed), "
-                             f"got a conditional one; compare two of {', '.join(k for k in MODELS if not MODELS[k].conditional)}")
-    check_out(args.out)
+        check_memory(args, new_config(args, len(CLASS_NAMES[args.dataset])),
+                     {"batch_size": args.batch_size, "n_samples": args.n_samples}, from_checkpoint=False)
     data = load_data(args)
     train_x, _, test_x, test_y = data
-    model, trainer = build(args, data, ckpt, epochs)
+    check_test_images(len(test_x), f"the test set in {npdata.resolve_data_dir(args.data_dir, args.dataset)}")
+    model, trainer = build(args, data, ckpt, epochs, model)
     c = trainer.config
     class_names = CLASS_NAMES[args.dataset]
     print(f"{model}  |  {len(train_x)} train / {len(test_x)} test images ({args.dataset}, binarize={c.binarize})  |  "
@@ -503,9 +706,13 @@ def run(args, argv: list[str]) -> int:
     try:
         history = trainer.fit()
     except TrainingInterrupted as exc:
-        draw_figures(model, trainer, out, class_names=class_names, advice=kept)
-        print(f"\n{exc}; figures so far are in {out}/\nresume with:\n  {resume_cmd}", file=sys.stderr)
-        return 130
+        try:
+            draw_figures(model, trainer, out, class_names=class_names, advice=kept)
+            where = f"figures so far are in {out}/"
+        except (ValueError, TypeError, FloatingPointError, ArithmeticError) as failed:  # WriteFailed propagates
+            where = f"the figures could not be drawn ({failed})"
+        print(f"\n{exc}; {where}\nresume with:\n  {resume_cmd}", file=sys.stderr)
+        return exc.exit_code
     except NonFiniteLossError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -528,8 +735,15 @@ def run(args, argv: list[str]) -> int:
     mu = evaluate.posterior_means(model, x_test, y=y_test)
     activity = mu.astype(np.float64).var(axis=0)  # Burda et al. 2016: A_u = Var_x E_q[z_u]
     del x_test  # 31 MB, freed before matplotlib loads: keeps the run's peak memory low
-    figures = draw_figures(model, trainer, out, mu=mu, labels=test_y, class_names=class_names, compare=compare,
-                           advice=kept)
+    figure_error = None
+    try:
+        figures = draw_figures(model, trainer, out, mu=mu, labels=test_y, class_names=class_names, compare=compare,
+                               advice=kept)
+    except WriteFailed:
+        raise
+    except Exception as exc:  # after training: keep the checkpoint, write the metrics, report it on one line
+        figures = [out / name for name in FIGURES if (out / name).is_file()]
+        figure_error = exc
     test_metrics = {k: v for k, v in last.items() if k.startswith("test_") and k != "test_loss"}
 
     def named(entry: dict) -> dict:  # the history with the objective named: train_neg_elbo, test_neg_elbo
@@ -563,17 +777,33 @@ def run(args, argv: list[str]) -> int:
         print(f"no {log_of}: the {model.kind} model has no prior, so it defines no likelihood of x")
     print(f"active units: {metrics['active_units']} of {model.z_dim} (Var_x E_q[z_u] > {evaluate.ACTIVE_THRESHOLD})")
     print(f"wall time {metrics['wall_time_s']:.0f} s; metrics, figures and checkpoint in {out}/")
+    if figure_error is not None:
+        print(f"{PROG}: error: could not draw the figures after training ({type(figure_error).__name__}: "
+              f"{figure_error}); the checkpoint {ckpt_path} and {out / 'metrics.json'} are kept", file=sys.stderr)
+        return 1
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training (loading data, evaluating): nothing to save, exit 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return run(args, argv)
     except KeyboardInterrupt:  # outside training (loading data, evaluating): nothing to save
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"\n{PROG}: terminated (SIGTERM) outside training; the last checkpoint, if any, is kept", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except WriteFailed as exc:  # a full disk, a lost permission: the work so far is in the last checkpoint
         if args.traceback:
             raise
@@ -584,6 +814,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        release_out()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ shapes raise ``ValueError``.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -21,6 +22,8 @@ __all__ = [
     "check_rng",
     "check_bool",
     "check_x",
+    "memory_budget",
+    "check_size",
 ]
 
 
@@ -164,3 +167,57 @@ def check_x(x, x_dim: int, dtype, likelihood: str) -> np.ndarray:
     if likelihood == "bernoulli":
         check_array(x, "x", low=0.0, high=1.0)
     return x
+
+
+def memory_budget() -> int:
+    """Bytes one run may plan to allocate: half of the memory left to this process.
+
+    "Left" is the smaller of the physical memory and the address-space limit
+    (``resource.RLIMIT_AS``, e.g. ``ulimit -v``), minus the address space the process
+    already uses (``/proc/self/statm``). Sizes that would need more (a latent dimension of
+    1e9, a checkpoint member declaring 8 TB) are refused before anything is allocated,
+    with a one-line error (:func:`check_size`) instead of a MemoryError or the kernel's
+    out-of-memory killer. Where the limits cannot be read, 8 GiB is assumed.
+    """
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            total = min(total, soft - used)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(total, 0) // 2
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2 ** 30:.3g} GiB"
+
+
+def check_size(value, name: str, cost, *, budget: int | None = None, what: str = "") -> int:
+    """``value`` (an int >= 1) if ``cost(value)``, the bytes it needs, fits :func:`memory_budget`.
+
+    ``cost``: a function of the size, non-decreasing (e.g. the bytes a run needs with this
+    latent dimension and every other setting as given). The error names ``name``, the
+    largest value that fits (found by bisection) and the budget:
+    ``"--latent-dim: expected an integer <= 8812 (what fits in 3.9 GiB of memory), got 1000000000"``.
+    """
+    value = check_int(value, name, minimum=1)
+    budget = memory_budget() if budget is None else budget
+    if cost(value) <= budget:
+        return value
+    lo, hi = 0, value  # cost(lo) fits (or lo = 0), cost(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cost(mid) <= budget else (lo, mid)
+    if lo == 0:
+        raise ValueError(f"{name}: expected a value that fits in {_gib(budget)} of memory{what}, "
+                         f"got {value} (even 1 does not fit)")
+    raise ValueError(f"{name}: expected an integer <= {lo} (what fits in {_gib(budget)} of memory{what}), "
+                     f"got {value}")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_bool, check_choice, check_dtype, check_float, check_int, check_rng
+from ._checks import check_bool, check_choice, check_dtype, check_float, check_int, check_rng, memory_budget
 
 __all__ = [
     "DATASETS", "SPLITS", "ENV_VAR", "DataNotFoundError", "ChecksumError", "read_idx", "write_idx",
@@ -113,6 +113,12 @@ _IDX_TYPES = {
 _IDX_CODES = {(dt.kind, dt.itemsize): code for code, dt in _IDX_TYPES.items()}
 _MAX_RANK = 4
 _GZIP_MAGIC = b"\x1f\x8b"
+#: the largest IDX payload :func:`read_idx` reads, in bytes (the MNIST training images are 47 MB)
+MAX_IDX_BYTES = 1 << 31
+#: deflate's largest compression ratio is 1032:1 (long runs of one byte; measured 1032.4 with the
+#: gzip framing): a gzip file of S bytes decompresses to at most 1040 S bytes, so a header
+#: declaring more is refused unread
+GZIP_MAX_RATIO = 1040
 _REFETCH = ("delete it and download it again (npvae.data.download), "
             "or check that the data folder holds the original files")
 
@@ -145,47 +151,98 @@ def read_idx(path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise FileNotFoundError(
             f"IDX file {path}: not found. Download the dataset with npvae.data.download() "
             f"(or load_mnist(download=True)), or set {ENV_VAR} / data_dir to the folder "
             "that holds the files") from None
-    if raw[:2] == _GZIP_MAGIC:
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        compressed = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
         try:
-            raw = gzip.decompress(raw)
+            if compressed:
+                with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+                    return _read_idx_stream(stream, path, size, compressed=True)
+            return _read_idx_stream(f, path, size, compressed=False)
         except (gzip.BadGzipFile, EOFError, zlib.error, struct.error, OSError) as exc:
+            if not compressed:
+                raise
             raise _idx_error(path, f"the gzip stream is corrupted or truncated "
                                    f"({type(exc).__name__}: {exc})") from exc
-    return _parse_idx(raw, path)
 
 
-def _parse_idx(raw: bytes, path) -> np.ndarray:
-    if len(raw) < 4:
-        raise _idx_error(path, f"expected a header of at least 4 bytes, got {len(raw)} bytes")
-    if raw[:2] != b"\x00\x00":
+def _read_up_to(stream, n: int) -> bytes:
+    """At most ``n`` bytes from ``stream`` (fewer only at its end), reading in bounded chunks."""
+    parts, got = [], 0
+    while got < n:
+        chunk = stream.read(min(n - got, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _read_idx_stream(stream, path, size: int, *, compressed: bool) -> np.ndarray:
+    """Parse an IDX file from ``stream`` (decompressed): the header first, then exactly the bytes it declares.
+
+    Memory is bounded by what the file is, not by what its header claims: the declared
+    payload is checked against :data:`MAX_IDX_BYTES`, the memory left
+    (:func:`npvae._checks.memory_budget`) and the size of the file (for gzip, times
+    :data:`GZIP_MAX_RATIO`) before anything is allocated, and then at most 1 MB past it is
+    read to detect trailing bytes.
+    """
+    head = _read_up_to(stream, 4)
+    if len(head) < 4:
+        raise _idx_error(path, f"expected a header of at least 4 bytes, got {len(head)} bytes")
+    if head[:2] != b"\x00\x00":
         raise _idx_error(path, f"expected the magic number to start with bytes 00 00, "
-                               f"got {raw[:2].hex(' ')}")
-    code, rank = raw[2], raw[3]
+                               f"got {head[:2].hex(' ')}")
+    code, rank = head[2], head[3]
     if code not in _IDX_TYPES:
         known = ", ".join(f"0x{c:02X}" for c in _IDX_TYPES)
         raise _idx_error(path, f"expected a type code in ({known}), got 0x{code:02X}")
     if not 1 <= rank <= _MAX_RANK:
         raise _idx_error(path, f"expected a rank between 1 and {_MAX_RANK}, got {rank}")
     start = 4 + 4 * rank
-    if len(raw) < start:
+    sizes = _read_up_to(stream, 4 * rank)
+    if len(sizes) < 4 * rank:
         raise _idx_error(path, f"truncated header: expected {start} bytes for rank {rank}, "
-                               f"got {len(raw)}")
-    dims = struct.unpack(f">{rank}I", raw[4:start])
+                               f"got {4 + len(sizes)}")
+    dims = struct.unpack(f">{rank}I", sizes)
     if 0 in dims:
         raise _idx_error(path, f"expected every dimension > 0, got dimensions {dims}")
     dtype = _IDX_TYPES[code]
-    expected, got = math.prod(dims) * dtype.itemsize, len(raw) - start
-    if got != expected:
+    expected = math.prod(dims) * dtype.itemsize
+    if not compressed and size - start != expected:  # a plain file holds exactly what it is
+        got = size - start
         what = "truncated data" if got < expected else "trailing bytes after the data"
         raise _idx_error(path, f"{what}: dimensions {dims} of {dtype.itemsize}-byte items need "
                                f"{expected} data bytes, got {got}")
-    return np.frombuffer(raw, dtype=dtype, offset=start).reshape(dims).astype(dtype.newbyteorder("="))
+    if compressed and expected > size * GZIP_MAX_RATIO:
+        raise _idx_error(path, f"expected at most {size * GZIP_MAX_RATIO:,} data bytes from a gzip file of "
+                               f"{size:,} bytes (one decompresses to at most {GZIP_MAX_RATIO} times its size), got a header "
+                               f"declaring dimensions {dims}: {expected:,} bytes")
+    limit = min(MAX_IDX_BYTES, memory_budget())
+    if expected > limit:
+        raise _idx_error(path, f"expected at most {limit:,} data bytes (npvae.data.MAX_IDX_BYTES, and what fits "
+                               f"in memory), got a header declaring dimensions {dims}: {expected:,} bytes")
+    buf = bytearray(expected)
+    view, got = memoryview(buf), 0
+    while got < expected:
+        n = stream.readinto(view[got:got + (1 << 22)])
+        if not n:
+            break
+        got += n
+    extra = len(_read_up_to(stream, 1 << 20)) if got == expected else 0
+    if got != expected or extra:
+        what = "truncated data" if got < expected else "trailing bytes after the data"
+        more = f"{got + extra}" + (" or more" if extra == 1 << 20 else "")
+        raise _idx_error(path, f"{what}: dimensions {dims} of {dtype.itemsize}-byte items need "
+                               f"{expected} data bytes, got {more}")
+    return np.frombuffer(buf, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
 def write_idx(path, array, *, compress=None) -> Path:

@@ -26,7 +26,12 @@ import numpy as np
 
 from ._checks import check_float, check_int
 
-__all__ = ["check_alpha", "dirichlet_laplace_prior", "softmax", "softmax_backward"]
+__all__ = ["check_alpha", "dirichlet_laplace_prior", "softmax", "softmax_backward", "ALPHA_MIN", "ALPHA_MAX"]
+
+#: the concentrations a Dirichlet VAE accepts: the prior's log-variance is then about -log(alpha),
+#: within +-70, so its sigma, its draws and exp(-logvar_p) in the KL stay finite in float32 (at 1e-300
+#: the prior's draws overflowed to inf and the samples were NaN)
+ALPHA_MIN, ALPHA_MAX = 1e-30, 1e30
 
 
 def check_alpha(alpha, K: int) -> np.ndarray:
@@ -34,11 +39,13 @@ def check_alpha(alpha, K: int) -> np.ndarray:
 
     ``alpha``: a positive real (the symmetric Dirichlet) or a sequence/array of K positive
     reals; ``K`` >= 2. Raises TypeError for a non-numeric ``alpha``, ValueError for a
-    wrong length, a non-finite or non-positive entry, or K < 2.
+    wrong length, a non-finite or non-positive entry, an entry outside [:data:`ALPHA_MIN`,
+    :data:`ALPHA_MAX`], or K < 2.
     """
     K = check_int(K, "K", minimum=2)
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-        return np.full(K, check_float(alpha, "alpha", minimum=0.0, strict_min=True))
+        a = check_float(alpha, "alpha", minimum=0.0, strict_min=True)
+        return np.full(K, check_float(a, "alpha", minimum=ALPHA_MIN, maximum=ALPHA_MAX))
     try:
         a = np.asarray(alpha)
     except Exception as exc:  # ragged sequences and the like
@@ -53,6 +60,9 @@ def check_alpha(alpha, K: int) -> np.ndarray:
     a = a.astype(np.float64)
     if not np.all(np.isfinite(a)) or np.any(a <= 0):
         raise ValueError(f"alpha: expected finite values > 0, got {a.tolist()}")
+    if np.any(a < ALPHA_MIN) or np.any(a > ALPHA_MAX):
+        raise ValueError(f"alpha: expected values in [{ALPHA_MIN:g}, {ALPHA_MAX:g}], got minimum {a.min():g}, "
+                         f"maximum {a.max():g}")
     return a
 
 
@@ -64,7 +74,8 @@ def dirichlet_laplace_prior(alpha, K: int) -> tuple[np.ndarray, np.ndarray]:
     ``alpha``: a positive float (symmetric) or K positive values; ``K`` >= 2 components.
     Returns ``mu0`` and ``logvar0`` :math:`= \log\sigma_0^2`, each (K,) float64 (z-space,
     dimensionless). ``softmax(mu0)`` is the Dirichlet's mean ``alpha / sum(alpha)``, and a
-    symmetric ``alpha`` gives ``mu0 = 0``. Raises TypeError/ValueError (see
+    symmetric ``alpha`` gives ``mu0 = 0``. Finite for every ``alpha`` :func:`check_alpha`
+    accepts (within ±70 for :data:`ALPHA_MIN` .. :data:`ALPHA_MAX`). Raises TypeError/ValueError (see
     :func:`check_alpha`).
     """
     a = check_alpha(alpha, K)
@@ -84,9 +95,13 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
     Stable form: :math:`\mathrm{softmax}(z) = \mathrm{softmax}(z - \max_k z_k)`, so every
     ``exp`` is of a number <= 0 (no overflow) and the denominator is >= 1 (no division by
-    0). Each row is positive (down to underflow) and sums to 1.
+    0). Each row is positive (down to underflow) and sums to 1, for every finite z. TypeError
+    for float16.
     """
-    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    if z.dtype == np.float16:
+        raise TypeError("z: expected float32 or float64, got float16 (convert with .astype(np.float32))")
+    with np.errstate(over="ignore"):  # z - max z may be -inf for |z| near the largest float: exp gives 0
+        e = np.exp(z - np.max(z, axis=-1, keepdims=True))
     e /= np.sum(e, axis=-1, keepdims=True)
     return e
 
@@ -96,6 +111,14 @@ def softmax_backward(theta: np.ndarray, dtheta: np.ndarray) -> np.ndarray:
 
     Local derivative :math:`\partial\theta_j/\partial z_k = \theta_j(\delta_{jk} - \theta_k)`, so
     :math:`dz = \theta\odot(d\theta - \sum_j\theta_j\,d\theta_j)`. ``theta`` is the forward
-    output.
+    output. ValueError if the result overflows for finite arguments (a ``dtheta`` near the
+    largest float), TypeError for float16.
     """
-    return theta * (dtheta - np.sum(theta * dtheta, axis=-1, keepdims=True))
+    if np.result_type(theta, dtheta) == np.float16:
+        raise TypeError("theta, dtheta: expected float32 or float64, got float16 (convert with .astype(np.float32))")
+    with np.errstate(over="ignore", invalid="ignore"):
+        dz = theta * (dtheta - np.sum(theta * dtheta, axis=-1, keepdims=True))
+    if not np.isfinite(dz).all() and np.isfinite(theta).all() and np.isfinite(dtheta).all():
+        raise ValueError(f"dtheta: expected values whose weighted sum is representable in {dz.dtype}, got maximum "
+                         f"|dtheta| {float(np.max(np.abs(dtheta))):g}")
+    return dz

@@ -27,14 +27,24 @@ disturbs the training stream.
 
 Faults: a non-finite loss stops training with :class:`NonFiniteLossError` (naming the
 epoch and batch) before the bad step is applied, and the last checkpoint, written at the
-end of the last good epoch, is left as it was. SIGINT (Ctrl-C) sets a flag; the step
-under way finishes, a checkpoint of it is written, and :class:`TrainingInterrupted` is
-raised. A second Ctrl-C interrupts at once.
+end of the last good epoch, is left as it was. SIGINT (Ctrl-C) and SIGTERM (``kill``,
+``timeout``, a batch scheduler or a container stop) set a flag; the step under way
+finishes, a checkpoint of it is written, and :class:`TrainingInterrupted` is raised
+(its ``exit_code`` is 128 + the signal number: 130, 143). A second signal interrupts at once.
+
+A checkpoint is resumed only after it is checked as data (:func:`check_meta`,
+:meth:`Trainer.load`): every meta key present with its type, counters within the epoch,
+the stored order a permutation of the training set, the training settings those of this
+run, the parameters and optimizer entries (from the ``.npy`` headers) this model's. A
+program that builds the model from a checkpoint's config checks it first with
+:func:`check_model_config` (the demo does).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 import signal
 import threading
 import time
@@ -53,7 +63,12 @@ from .progress import Progress
 #: seconds an epoch runs before :class:`Trainer` (``progress=True``) starts reporting inside it
 PROGRESS_DELAY = 3.0
 
-__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "upgrade_meta"]
+__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "upgrade_meta", "check_meta",
+           "check_model_config", "check_stored_params", "check_stored_optimizer", "estimate_run_bytes",
+           "check_run_sizes", "SIGNALS"]
+
+#: the signals that stop training cleanly (checkpoint of the last completed step, then TrainingInterrupted)
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -67,12 +82,18 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TrainingInterrupted(Exception):
-    """Training was stopped by SIGINT after a completed step; ``checkpoint`` holds that step."""
+    """Training was stopped by SIGINT or SIGTERM after a completed step; ``checkpoint`` holds that step.
 
-    def __init__(self, epoch: int, batch: int, checkpoint: Path | None):
-        self.epoch, self.batch, self.checkpoint = epoch, batch, checkpoint
+    ``signum``: the signal; ``exit_code``: 128 + ``signum`` (130 for SIGINT, 143 for SIGTERM),
+    the shell's code for a process ended by that signal.
+    """
+
+    def __init__(self, epoch: int, batch: int, checkpoint: Path | None, signum: int = signal.SIGINT):
+        self.epoch, self.batch, self.checkpoint, self.signum = epoch, batch, checkpoint, int(signum)
+        self.exit_code = 128 + self.signum
         where = f"; checkpoint saved to {checkpoint}" if checkpoint else " (no checkpoint path was set)"
-        super().__init__(f"interrupted after epoch {epoch}, batch {batch}{where}")
+        how = "interrupted" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
+        super().__init__(f"{how} after epoch {epoch}, batch {batch}{where}")
 
 
 @dataclass
@@ -130,6 +151,241 @@ def upgrade_meta(meta: dict) -> dict:
         rec, kl, _ = meta["sums"]
         meta["sums"] = {"loss": rec + kl, "reconstruction": rec, "kl": kl, "elbo": -(rec + kl)} if _ else {}
     return meta
+
+
+#: meta key -> (type, what it is) of every checkpoint the Trainer writes
+_META = {"model_config": (dict, "a dict"), "train_config": (dict, "a dict"), "epoch": (int, "an integer >= 0"),
+         "step": (int, "an integer >= 0"), "batch": (int, "an integer >= 0"), "sums": (dict, "a dict"),
+         "seconds": (numbers.Real, "a number >= 0"), "rng_state": (dict, "a dict"), "history": (list, "a list")}
+#: model config keys that count samples, not sizes of parameters (bounded by memory, not by the stored shapes)
+SAMPLE_KEYS = ("k", "n_samples")
+
+
+def check_meta(meta, source: str = "checkpoint") -> dict:
+    """A Trainer checkpoint's meta, checked as data and upgraded (:func:`upgrade_meta`); ValueError otherwise.
+
+    Every key of :data:`_META` present with its type; ``epoch``, ``step``, ``batch`` >= 0;
+    ``seconds`` finite >= 0; ``sums`` numbers; ``history`` one dict per completed epoch;
+    ``train_config`` the fields of :class:`TrainConfig` with valid values;
+    ``initial_test_loss`` a number or None. The error names the key, what was expected
+    and what was found.
+    """
+    if not isinstance(meta, dict):
+        raise ValueError(f"{source}: expected its metadata as a dict, got {type(meta).__name__}")
+    m = upgrade_meta(meta)
+    for key, (kind, what) in _META.items():
+        if key not in m:
+            raise ValueError(f"{source}: expected the meta key {key!r}, got a checkpoint without it "
+                             f"(altered, or not written by npvae's Trainer)")
+        value = m[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{source}: meta {key!r}: expected {what}, got {type(value).__name__} {str(value)[:60]}")
+        if kind is not dict and kind is not list and not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{source}: meta {key!r}: expected {what}, got {value}")
+    for name, v in m["sums"].items():
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"{source}: meta 'sums' {name!r}: expected a finite number, got {v!r}")
+    if len(m["history"]) != m["epoch"] or not all(isinstance(h, dict) for h in m["history"]):
+        raise ValueError(f"{source}: meta 'history': expected {m['epoch']} dicts (one per completed epoch, "
+                         f"'epoch' = {m['epoch']}), got {len(m['history'])} entries")
+    loss = m.get("initial_test_loss")
+    if loss is not None and (not isinstance(loss, numbers.Real) or isinstance(loss, bool)):
+        raise ValueError(f"{source}: meta 'initial_test_loss': expected a number or null, got {loss!r}")
+    fields = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(m["train_config"]) - fields)
+    if unknown:
+        raise ValueError(f"{source}: meta 'train_config': expected only the fields of TrainConfig "
+                         f"({', '.join(sorted(fields))}), got {unknown[0]!r}")
+    try:
+        TrainConfig(**m["train_config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: meta 'train_config': {exc}") from None
+    return m
+
+
+def _ints(value):
+    """Every int (not bool) in ``value`` and the lists inside it."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, numbers.Integral):
+        return [int(value)]
+    if isinstance(value, (list, tuple)):
+        return [i for v in value for i in _ints(v)]
+    return []
+
+
+def _json_type_ok(value, default) -> tuple[bool, str]:
+    """Whether a config ``value`` has the type of its constructor ``default``, and what that type is."""
+    if default is inspect.Parameter.empty:  # a required size (x_dim, z_dim, n_classes, ...)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+    if isinstance(default, bool):
+        return isinstance(value, bool), "true or false"
+    if isinstance(default, numbers.Integral):
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+    if isinstance(default, numbers.Real):
+        reals = value if isinstance(value, list) else [value]
+        return (bool(reals) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                                    for v in reals)), "a finite number (or a list of them)"
+    if isinstance(default, str):
+        return isinstance(value, str), "a string"
+    if isinstance(default, (tuple, list)):
+        return (isinstance(value, list) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                                for v in value)), "a list of integers"
+    if isinstance(default, type) or isinstance(default, np.dtype):  # dtype=np.float32
+        return value in ("float32", "float64"), "'float32' or 'float64'"
+    return isinstance(value, (type(None), bool, numbers.Real, str, list)), "a JSON value"
+
+
+def check_model_config(config, shapes: dict | None = None, source: str = "checkpoint") -> dict:
+    """A model config from a checkpoint, checked before a model is built from it; returns it.
+
+    ``kind`` a registered model (format 1: none, a VAE); every other key an argument of
+    that model's constructor, with the type of its default (read from the signature, so
+    any registered model is covered: ``per_pixel_sigma`` must be true or false, not
+    ``'no'``); every required argument present. With ``shapes`` (parameter name ->
+    stored shape, from the ``.npy`` headers), every integer in the config (sizes such as
+    ``z_dim``, ``hidden``, ``flow_length``), except the sample counts of
+    :data:`SAMPLE_KEYS`, must be at most the largest stored dimension or the number of
+    stored parameters: a model of that config is no larger than the file's own arrays,
+    so building it cannot exhaust memory. ValueError naming the key otherwise.
+    """
+    from .models import MODELS  # here: npvae.models does not import the trainer
+
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: meta 'model_config': expected a dict, got {type(config).__name__}")
+    kind = config.get("kind", "vae")
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise ValueError(f"{source}: model_config 'kind': expected one of {', '.join(sorted(MODELS))}, got {kind!r}")
+    cls = MODELS[kind]
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+              if n not in ("self", "rng") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    for key, value in config.items():
+        if key == "kind":
+            continue
+        if key not in params:
+            raise ValueError(f"{source}: model_config: expected only arguments of {cls.__name__} "
+                             f"({', '.join(params)}), got {key!r}")
+        ok, what = _json_type_ok(value, params[key].default)
+        if not ok:
+            raise ValueError(f"{source}: model_config {key!r}: expected {what}, got {type(value).__name__} "
+                             f"{str(value)[:60]}")
+    for name, p in params.items():
+        if p.default is inspect.Parameter.empty and name not in config:
+            raise ValueError(f"{source}: model_config: expected the key {name!r} ({cls.__name__} needs it), got none")
+    if shapes is not None:
+        limit = max([len(shapes), *(d for shape in shapes.values() for d in shape)])
+        for key, value in config.items():
+            for i in _ints(value):
+                if i < 0 or (key not in SAMPLE_KEYS and i > limit):
+                    raise ValueError(f"{source}: model_config {key!r}: expected sizes from 0 to {limit} (the "
+                                     f"largest size of the {len(shapes)} stored parameters), got {i}; the "
+                                     f"config does not match the stored arrays")
+    return config
+
+
+def check_stored_optimizer(optimizer: Optimizer, stored: dict, source: str = "checkpoint") -> None:
+    """Refuse stored optimizer entries (key -> (shape, dtype)) other than ``optimizer``'s state keys, before reading them."""
+    wanted = optimizer.state_dict()
+    missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+    if missing or extra:
+        raise ValueError(f"{source}: expected the {type(optimizer).__name__} state of this model "
+                         f"({len(wanted)} entries), got " + ", ".join(
+                             [f"{len(missing)} missing ({', '.join(map(repr, missing[:3]))})"] * bool(missing)
+                             + [f"{len(extra)} unexpected ({', '.join(map(repr, extra[:3]))})"] * bool(extra)))
+
+
+def check_stored_params(params: dict, stored: dict, source: str = "checkpoint") -> None:
+    """Refuse stored parameters (name -> (shape, dtype), from the ``.npy`` headers) unlike ``params``, before reading them."""
+    wanted = {k: (p.shape, p.dtype) for k, p in params.items()}
+    for name in sorted(set(wanted) | set(stored)):
+        if stored.get(name) != wanted.get(name):
+            got = "none" if name not in stored else f"shape {stored[name][0]}, dtype {stored[name][1]}"
+            want = "no such parameter" if name not in wanted else f"shape {wanted[name][0]}, dtype {wanted[name][1]}"
+            raise ValueError(f"{source}: parameter {name!r}: expected {want} (this model's), got {got} "
+                             f"(the checkpoint was written for a different architecture)")
+
+
+def estimate_run_bytes(config: dict, *, batch_size: int, n_samples: int = 1, eval_k: int = 0,
+                       eval_images_batch: int = 100, train_images: int = 60000, test_images: int = 10000,
+                       eval_batch_size: int = 1000) -> int:
+    """About the peak bytes of training and evaluating a model of ``config``: what the size checks bound.
+
+    Read from the config's sizes (any model kind; missing keys count as absent): an
+    encoder ``x_dim`` (+ ``n_classes``) -> ``hidden`` -> 2 ``z_dim`` (+ ``context_dim``), its
+    mirror decoder, ``flow_length`` flow steps (an IAF MADE's size, the larger kind) and
+    ``channels`` feature maps of up to ``x_dim`` pixels. Parameters count 8 times
+    (parameters, gradients, Adam's two moments, their checkpoint copies, a loaded
+    checkpoint) plus 1 KiB of bookkeeping per array; a training step holds ``batch_size *
+    n_samples * k`` rows of decoder activations (4 arrays each), the test evaluation
+    ``eval_batch_size * k`` rows, log p(x) an (``eval_k``, 100) float64 array 3 times; the
+    data are the uint8 training images (twice: a static binarization) and the float test
+    set. Every term grows with every size, so :func:`npvae._checks.check_size` can bisect it.
+    """
+    item = 8 if config.get("dtype") == "float64" else 4
+
+    def size(key, default=0):
+        v = config.get(key, default)
+        return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else default
+
+    x, z, c, ctx = size("x_dim", 784), size("z_dim", 1), size("n_classes"), size("context_dim")
+    flows, k = size("flow_length"), max(size("k", 1), 1)
+    hidden = [int(h) for h in config.get("hidden") or [] if isinstance(h, numbers.Integral)]
+    channels = [int(h) for h in config.get("channels") or [] if isinstance(h, numbers.Integral)]
+    fh = max([*(int(h) for h in config.get("flow_hidden") or []), 2 * z, 8]) if flows else 0
+    enc, dec = [x + c, *hidden, 2 * z + ctx], [z + c, *hidden[::-1], x]
+    dense = sum(a * b + b for chain in (enc, dec) for a, b in zip(chain, chain[1:]))
+    conv = sum(a * b * 9 + b for a, b in zip([1, *channels], channels)) * 2
+    step = (z + ctx) * fh + fh * 2 * z + fh + 4 * z + 1
+    params = dense + conv + flows * step
+    arrays = 2 * (len(enc) + len(dec) + 2 * len(channels)) + 6 * flows
+    per_sample = sum(dec) + x * sum(channels) + flows * (z + fh)  # what each of the k * n_samples draws holds
+    per_example = sum(enc) + x * sum(channels)                       # what the encoder holds once per example
+    rows = batch_size * n_samples * k
+    train = 4 * item * (batch_size * per_example + rows * per_sample)
+    test = 3 * item * eval_batch_size * (per_example + k * per_sample)
+    ll = 3 * 8 * eval_k * eval_images_batch
+    data = 2 * train_images * x + test_images * x * item
+    return 8 * item * params + 8 * 1024 * arrays + max(train, test, ll) + data
+
+
+def check_run_sizes(config: dict, run: dict, name: Callable[[str, int | None], str]) -> None:
+    """Check every size of a run against memory before anything is allocated; ValueError naming the first too large.
+
+    ``config``: a model config (every positive integer in it, in lists too, is a size);
+    ``run``: the keywords of :func:`estimate_run_bytes` (``batch_size``, ``n_samples``,
+    ``eval_k``, ...). Sizes are checked in order, each with the ones before it as given and
+    the ones after it at 1, so the error names the size that breaks the budget and the
+    largest value it may take (:func:`npvae._checks.check_size`); ``name(key, index)``
+    gives the name the error uses (the demo's flag, e.g. ``--latent-dim``).
+    """
+    from ._checks import check_size
+
+    slots = [(key, i if isinstance(v, list) else None, x)
+             for key, v in config.items() for i, x in enumerate(v if isinstance(v, list) else [v])
+             if isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1]
+    state_c = {k: (list(v) if isinstance(v, list) else v) for k, v in config.items()}
+    for key, index, _ in slots:
+        if index is None:
+            state_c[key] = 1
+        else:
+            state_c[key][index] = 1
+    sizes = [k for k in ("batch_size", "n_samples", "eval_k") if k in run]
+    state_r = {**run, **{k: 1 for k in sizes}}
+
+    def set_config(key, index, value):
+        c = {**state_c, key: list(state_c[key]) if index is not None else value}
+        if index is not None:
+            c[key][index] = value
+        return c
+
+    for key, index, value in slots:
+        check_size(value, name(key, index), lambda v: estimate_run_bytes(set_config(key, index, v), **state_r),
+                   what=" with the sizes before it as given")
+        state_c = set_config(key, index, value)
+    for key in sizes:
+        check_size(run[key], name(key, None), lambda v: estimate_run_bytes(state_c, **{**state_r, key: v}),
+                   what=" with the sizes before it as given")
+        state_r[key] = run[key]
 
 
 def _accumulate(sums: dict, terms, n: int) -> None:
@@ -199,6 +455,12 @@ class Trainer:
         self.rng = check_rng(rng)
         c = self.config
         self._options = self._forward_options(model, c)
+        others = [k for k, v in model.params.items() if optimizer.params.get(k) is not v]
+        if others or len(optimizer.params) != len(model.params):
+            raise ValueError(f"optimizer: expected an optimizer built on this model's parameters "
+                             f"(e.g. Adam(model.params)), got one whose arrays differ "
+                             f"({(others or sorted(set(optimizer.params) - set(model.params)))[0]!r}): its steps "
+                             f"would never change the model")
         self.train_images = _prepare(train_images, c.binarize, c.seed, "train_images")
         if self.train_images.shape[1] != model.x_dim:
             raise ValueError(f"train_images: expected {model.x_dim} pixels per image (the model's x_dim), "
@@ -225,7 +487,11 @@ class Trainer:
         self._sums: dict[str, float] = {}  # this epoch's sums of n * loss and of each metric, float64
         self._seconds = 0.0         # training time spent in the current epoch so far
         self._interrupted = False
+        self._signal = signal.SIGINT  # the signal that set _interrupted
         self.initial_test_loss: float | None = None  # test loss before the first step
+        #: what else a checkpoint records about the run (JSON-able; the demo puts the dataset here);
+        #: restored by :meth:`load`
+        self.info: dict = {}
 
     @staticmethod
     def _forward_options(model, c: TrainConfig) -> dict:
@@ -300,28 +566,29 @@ class Trainer:
         """
         if self.step == 0 and self.test_images is not None and self.initial_test_loss is None:
             self.initial_test_loss = self.evaluate()["loss"]
-        previous = self._install_sigint()
+        previous = self._install_handlers()
         try:
             while self.epoch < self.config.epochs:
                 self._train_epoch()
                 self._end_epoch()
-                if self._interrupted:  # Ctrl-C during the evaluation: the epoch's checkpoint is written
-                    raise TrainingInterrupted(self.epoch, self.steps_per_epoch, self.checkpoint_path)
+                if self._interrupted:  # a signal during the evaluation: the epoch's checkpoint is written
+                    raise TrainingInterrupted(self.epoch, self.steps_per_epoch, self.checkpoint_path, self._signal)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self.history
 
-    def _install_sigint(self):
+    def _install_handlers(self) -> dict:
+        """Catch SIGINT and SIGTERM (main thread only); returns the handlers they replace."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
 
         def handler(signum, frame):
-            if self._interrupted:  # second Ctrl-C: stop now
+            if self._interrupted:  # a second signal: stop now
                 raise KeyboardInterrupt
-            self._interrupted = True
+            self._interrupted, self._signal = True, signum
 
-        return signal.signal(signal.SIGINT, handler)
+        return {signum: signal.signal(signum, handler) for signum in SIGNALS}
 
     def _train_epoch(self) -> None:
         c, model = self.config, self.model
@@ -354,9 +621,9 @@ class Trainer:
         finally:
             bar.clear()  # the epoch's summary line (or the error) takes the progress line's place
             self._seconds += time.perf_counter() - start
-        if self._interrupted:  # Ctrl-C: checkpoint the last completed step, then stop
+        if self._interrupted:  # Ctrl-C or SIGTERM: checkpoint the last completed step, then stop
             path = self.save() if self.checkpoint_path else None
-            raise TrainingInterrupted(self.epoch + 1, self._batch, path)
+            raise TrainingInterrupted(self.epoch + 1, self._batch, path, self._signal)
 
     def _end_epoch(self) -> None:
         n = len(self.train_images)
@@ -389,6 +656,9 @@ class Trainer:
         path = Path(path) if path is not None else self.checkpoint_path
         if path is None:
             raise ValueError("path: expected a checkpoint path (none given and no checkpoint_path set), got None")
+        if not all(np.isfinite(p).all() for p in self.model.params.values()):  # never store NaN weights
+            last = self.checkpoint_path if self._checkpoint_exists() else None
+            raise NonFiniteLossError(self.epoch + 1, self._batch, float("nan"), last)
         meta = {
             "model_config": self.model.config,
             "train_config": asdict(self.config),
@@ -397,6 +667,7 @@ class Trainer:
             "sums": self._sums, "seconds": self._seconds,
             "rng_state": self.rng.bit_generator.state,
             "history": self.history, "initial_test_loss": self.initial_test_loss,
+            "train_images": len(self.train_images), "info": self.info,
         }
         arrays = {"perm": self._perm} if self._perm is not None else {}
         return save_checkpoint(path, params=self.model.params, optimizer_state=self.optimizer.state_dict(),
@@ -406,27 +677,78 @@ class Trainer:
         """Restore the training state from a checkpoint (path or :class:`Checkpoint`).
 
         The model and optimizer must have the architecture and class the checkpoint was
-        written with (ValueError naming the difference otherwise). Parameters, optimizer
-        state, the Generator's state, the counters, the history and the current epoch's
-        permutation are all restored, so :meth:`fit` continues exactly where it stopped.
+        written with, and the Trainer the checkpoint's training settings (all of
+        :class:`TrainConfig` but ``epochs`` and ``eval_batch_size``) and number of training
+        images. The meta is checked as data (:func:`check_meta`), the batch counter must
+        lie within the epoch (``step = epoch * steps_per_epoch + batch``) and a stored order
+        must be a permutation of the training images; a path is read with the model's
+        parameter names, shapes and dtypes checked from the ``.npy`` headers before any
+        array is read. ValueError naming the difference otherwise, and nothing is changed.
+        Parameters, optimizer state, the Generator's state, the counters, the history and
+        the current epoch's permutation are all restored, so :meth:`fit` continues exactly
+        where it stopped.
         """
-        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-        m = upgrade_meta(ckpt.meta)
+        if isinstance(checkpoint, Checkpoint):
+            ckpt = checkpoint
+        else:
+            ckpt = load_checkpoint(checkpoint, expect=self._expect)
+        m = check_meta(ckpt.meta)
         if m.get("model_config") != self.model.config:
             raise ValueError(f"checkpoint: expected a checkpoint of this model {self.model.config}, "
                              f"got one of {m.get('model_config')}")
-        restore_params(self.model.params, ckpt.params)
-        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        ours, theirs = asdict(self.config), m["train_config"]
+        clashes = [f"{k} {ours[k]!r} (checkpoint: {theirs[k]!r})" for k in ours
+                   if k not in ("epochs", "eval_batch_size") and k in theirs and theirs[k] != ours[k]]
+        if clashes:
+            raise ValueError(f"checkpoint: expected the training settings it was written with, got "
+                             f"{', '.join(clashes)}; resume with the checkpoint's settings")
+        n, spe = len(self.train_images), self.steps_per_epoch
+        if m.get("train_images", n) != n:
+            raise ValueError(f"checkpoint: expected {m['train_images']} training images (the checkpoint's), got {n} "
+                             f"(resume with the same training set and limit)")
+        epoch, step, batch = m["epoch"], m["step"], m["batch"]
+        if batch > spe or step != epoch * spe + batch:
+            raise ValueError(f"checkpoint: expected a batch counter within the epoch (0..{spe}) and step = "
+                             f"epoch * {spe} + batch, got epoch {epoch}, step {step}, batch {batch}; the file "
+                             f"was altered or is from another training set")
+        perm = ckpt.arrays.get("perm")
+        if perm is None and batch > 0:
+            raise ValueError(f"checkpoint: expected the epoch's order (array 'perm') with batch {batch} > 0, got none")
+        if perm is not None:
+            if perm.shape != (n,):
+                raise ValueError(f"checkpoint: expected a permutation of {n} training images, "
+                                 f"got {perm.shape[0] if perm.ndim == 1 else perm.shape} (resume with the same "
+                                 f"training set)")
+            if perm.dtype.kind not in "iu" or not np.array_equal(np.sort(perm), np.arange(n)):
+                raise ValueError(f"checkpoint: expected the epoch's order to be a permutation of 0..{n - 1}, got "
+                                 f"{perm.dtype} values with repeats or out of range; the file was altered")
         state = m["rng_state"]
         if state.get("bit_generator") != type(self.rng.bit_generator).__name__:
             raise ValueError(f"checkpoint: expected rng state of {type(self.rng.bit_generator).__name__}, "
                              f"got {state.get('bit_generator')}")
+        info = m.get("info", {})
+        if not isinstance(info, dict):
+            raise ValueError(f"checkpoint: meta 'info': expected a dict, got {type(info).__name__}")
+        try:  # a state the Generator cannot take is refused before anything changes
+            type(self.rng.bit_generator)().state = state
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ValueError(f"checkpoint: meta 'rng_state': expected the state of a "
+                             f"{type(self.rng.bit_generator).__name__} generator, got one it refuses ({exc})") from None
+        restore_params(self.model.params, ckpt.params)
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.rng.bit_generator.state = state
-        self.epoch, self.step, self._batch = int(m["epoch"]), int(m["step"]), int(m["batch"])
+        self.epoch, self.step, self._batch = epoch, step, batch
         self._sums, self._seconds = dict(m["sums"]), float(m["seconds"])
         self.history = list(m["history"])
         self.initial_test_loss = m.get("initial_test_loss")
-        self._perm = ckpt.arrays.get("perm")
-        if self._perm is not None and self._perm.shape != (len(self.train_images),):
-            raise ValueError(f"checkpoint: expected a permutation of {len(self.train_images)} training images, "
-                             f"got {self._perm.shape[0]} (resume with the same training set)")
+        self.info = dict(info)
+        self._perm = perm
+
+    def _expect(self, meta: dict, headers: dict) -> None:
+        """For :func:`load_checkpoint`: refuse a file whose parameters are not this model's, before reading them."""
+        stored = {k[len("param/"):]: h for k, h in headers.items() if k.startswith("param/")}
+        config = check_meta(meta)["model_config"]  # compared with this model's: no registry, no model built
+        if config != self.model.config:
+            raise ValueError(f"checkpoint: expected a checkpoint of this model {self.model.config}, got one of {config}")
+        check_stored_params(self.model.params, stored)
+        check_stored_optimizer(self.optimizer, {k[len("optim/"):]: h for k, h in headers.items() if k.startswith("optim/")})

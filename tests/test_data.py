@@ -785,3 +785,33 @@ def test_batching_argument_errors(images, rng):
         binarize_static(images, seed=-1)
     with pytest.raises(TypeError, match="seed: expected an integer"):
         binarize_static(images, seed=None)
+
+
+# ------------------------------------------------------------------ issue #21: bounded memory
+def test_a_header_claiming_more_than_the_gzip_holds_is_refused_unread(tmp_path, monkeypatch):
+    """dims (10^9, 28, 28) from a 40-byte gzip: refused from the header, before any allocation."""
+    path = tmp_path / "lies.gz"
+    path.write_bytes(gzip.compress(idx_bytes(0x08, (10 ** 9, 28, 28), b"")))
+    monkeypatch.setattr(np, "frombuffer", lambda *a, **k: pytest.fail("the payload was read"))
+    with pytest.raises(ValueError, match=esc(path) + r".*expected at most [\d,]+ data bytes from a gzip file of "
+                                          r"\d+ bytes .* got a header declaring dimensions \(1000000000, 28, 28\)"):
+        read_idx(path)
+
+
+def test_a_gzip_bomb_is_read_only_as_far_as_its_header_says(tmp_path):
+    """A header for 10 images followed by 64 MB of zeros: the error comes after 1 MB past the data."""
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(idx_bytes(0x08, (10, 28, 28), b"\0" * (64 << 20)), compresslevel=1))
+    with pytest.raises(ValueError, match=r"trailing bytes after the data: dimensions \(10, 28, 28\) of 1-byte items "
+                                         r"need 7840 data bytes, got 1056416 or more"):
+        read_idx(path)
+
+
+def test_a_header_beyond_the_maximum_is_refused(tmp_path, monkeypatch):
+    from npvae import data as npdata
+
+    path = tmp_path / "big.idx"
+    path.write_bytes(idx_bytes(0x08, (100, 28, 28), b"\0" * 78400))
+    monkeypatch.setattr(npdata, "MAX_IDX_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"expected at most 1,000 data bytes \(npvae.data.MAX_IDX_BYTES"):
+        read_idx(path)

@@ -75,3 +75,107 @@ def test_kl_normal_gradient_by_finite_differences(rng):
         err = gradcheck.check_gradient(lambda: float(np.sum(D.kl_normal(mu, logvar, mu_p, logvar_p))), theta,
                                        analytic, h=1e-4, order=4).rel_error
         assert err < 1e-8
+
+
+# ------------------------------------------------------------------------------------------------
+# issue #21, item 7: every public numeric function returns a finite value or raises, for every
+# finite input of the whole float range; float16 is refused
+# ------------------------------------------------------------------------------------------------
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+
+from npvae import dirichlet as Dir  # noqa: E402
+
+
+def whole(dtype):
+    """Every finite value of ``dtype``: huge, tiny, subnormal, zero, both signs."""
+    return st.floats(allow_nan=False, allow_infinity=False, width=np.dtype(dtype).itemsize * 8)
+
+
+def full_arrays(dtype, shape):
+    return hnp.arrays(dtype, shape, elements=whole(dtype))
+
+
+def finite_or_raises(f, *args):
+    """f(*args) is finite everywhere, or raises ValueError naming arguments: never NaN or inf from finite input."""
+    try:
+        with np.errstate(all="ignore"):
+            out = f(*args)
+    except ValueError as exc:
+        assert ": expected " in str(exc) and ", got " in str(exc), str(exc)
+        return None
+    for o in out if isinstance(out, tuple) else (out,):
+        assert np.all(np.isfinite(o)), (args, out)
+    return out
+
+
+FUNCTIONS = {  # name -> (function, number of (2, 3) array arguments)
+    "kl_normal": (D.kl_normal, 4), "kl_normal_grad": (D.kl_normal_grad, 4),
+    "gaussian_log_prob": (D.gaussian_log_prob, 3), "gaussian_log_prob_grad": (D.gaussian_log_prob_grad, 3),
+    "reparameterize": (D.reparameterize, 3), "gaussian_kl": (D.gaussian_kl, 2),
+    "gaussian_kl_grad": (D.gaussian_kl_grad, 2), "bernoulli_log_prob_logits": (lambda l: D.bernoulli_log_prob(
+        (np.arange(l.size).reshape(l.shape) % 2).astype(l.dtype), l), 1),
+    "bernoulli_log_prob_grey": (lambda l: D.bernoulli_log_prob(np.full_like(l, 0.3), l), 1),
+    "bernoulli_log_prob_grad": (lambda l: D.bernoulli_log_prob_grad(np.full_like(l, 0.3), l), 1),
+    "softmax": (Dir.softmax, 1), "softmax_backward": (lambda t, d: Dir.softmax_backward(Dir.softmax(t), d), 2),
+}
+
+
+@numeric()
+@given(data=st.data(), name=st.sampled_from(sorted(FUNCTIONS)), dtype=st.sampled_from([np.float32, np.float64]))
+def test_finite_or_raise_over_the_whole_float_range(data, name, dtype):
+    f, n = FUNCTIONS[name]
+    args = [data.draw(full_arrays(dtype, (2, 3)), label=f"arg{i}") for i in range(n)]
+    finite_or_raises(f, *args)
+
+
+@pytest.mark.parametrize("call,expected", [
+    (lambda: D.kl_normal(np.zeros((1, 1)), np.zeros((1, 1)), 0.0, -1e30), ValueError),  # was NaN
+    (lambda: D.reparameterize(np.zeros((1, 1)), np.full((1, 1), 1e30), np.zeros((1, 1))), ValueError),  # was NaN
+    (lambda: D.gaussian_kl(np.zeros((1, 1), np.float16), np.full((1, 1), 11.1, np.float16)), TypeError),
+    (lambda: D.reparameterize(np.zeros((1, 1), np.float16), np.zeros((1, 1), np.float16),
+                              np.ones((1, 1), np.float16)), TypeError),
+    (lambda: D.kl_normal(np.zeros(2, np.float16), np.zeros(2, np.float16), 0.0, 0.0), TypeError),
+    (lambda: D.gaussian_log_prob(np.zeros(2, np.float16), np.zeros(2, np.float16), np.zeros(2, np.float16)), TypeError),
+    (lambda: D.bernoulli_log_prob(np.zeros(2, np.float16), np.zeros(2, np.float16)), TypeError),
+    (lambda: D.Gaussian(1e200), ValueError),  # sigma_x ** 2 overflowed (an OverflowError traceback in the demo)
+    (lambda: D.GaussianLearned(4, sigma_x=1e-300), ValueError),
+    (lambda: Dir.dirichlet_laplace_prior(1e-300, 3), ValueError),  # the prior's draws overflowed: NaN samples
+    (lambda: Dir.dirichlet_laplace_prior([1.0, 5e-324, 2.0], 3), ValueError),
+    (lambda: Dir.softmax(np.zeros(3, np.float16)), TypeError),
+])
+def test_the_issues_cases_raise(call, expected):
+    with pytest.raises(expected, match=": expected "):
+        call()
+
+
+def test_exact_values_where_the_naive_forms_gave_nan():
+    # log N(mu; mu, e^-1e30) = -(log 2 pi - 1e30) / 2: finite, where (z - mu)^2 * exp(1e30) was 0 * inf = NaN
+    z = np.zeros((1, 1))
+    assert D.gaussian_log_prob(z, z, np.full((1, 1), -1e30))[0] == pytest.approx(-0.5 * (D.LOG_2PI - 1e30))
+    gz, gmu, glv = D.gaussian_log_prob_grad(z, z, np.full((1, 1), -1e30))
+    assert (gz[0, 0], gmu[0, 0], glv[0, 0]) == (0.0, 0.0, -0.5)
+    dmu, dlogvar = D.kl_normal_grad(z, np.full((1, 1), -1e30), 0.0, -1e30)  # q = p: both gradients 0
+    assert (dmu[0, 0], dlogvar[0, 0]) == (0.0, 0.0)
+    assert D.kl_normal(z, np.full((1, 1), -1e30), 0.0, -1e30)[0] == 0.0
+
+
+@given(alpha=st.floats(min_value=5e-324, allow_infinity=False), K=st.integers(2, 6))
+def test_dirichlet_prior_finite_or_raises_for_every_positive_alpha(alpha, K):
+    inside = Dir.ALPHA_MIN <= alpha <= Dir.ALPHA_MAX
+    try:
+        mu0, logvar0 = Dir.dirichlet_laplace_prior(alpha, K)
+    except ValueError as exc:
+        assert not inside and "alpha: expected a number" in str(exc)
+        return
+    assert inside and np.all(np.isfinite(mu0)) and np.all(np.abs(logvar0) < 75)
+
+
+@given(log10_sigma=st.floats(math.log10(D.SIGMA_X_MIN), math.log10(D.SIGMA_X_MAX)),
+       x=hnp.arrays(np.float32, (2, 4), elements=st.floats(-1e4, 1e4, width=32)),
+       out=hnp.arrays(np.float32, (2, 4), elements=st.floats(-1e4, 1e4, width=32)))
+def test_gaussian_likelihoods_finite_over_their_domain(log10_sigma, x, out):
+    sigma = min(max(10.0 ** log10_sigma, D.SIGMA_X_MIN), D.SIGMA_X_MAX)
+    for lik in (D.Gaussian(sigma), D.GaussianLearned(4, sigma_x=sigma, min_log_sigma=math.log(D.SIGMA_X_MIN))):
+        assert np.all(np.isfinite(lik.log_prob(x, out))) and np.all(np.isfinite(lik.log_prob_grad(x, out)))
