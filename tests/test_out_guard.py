@@ -213,3 +213,18 @@ def test_a_figure_failing_after_training_keeps_checkpoint_and_metrics(tiny_mnist
     assert "test -ELBO" in captured.out  # the run's numbers are printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["test_neg_elbo"]) and ck.load_checkpoint(out / "checkpoint.npz").meta["epoch"] == 1
+
+
+def test_atomic_write_gives_the_mode_of_a_plain_open(tmp_path):
+    """mkstemp's private 0600 is not kept: the result has 0666 minus the umask, like open(path, 'w')."""
+    import os
+
+    from npvae.checkpoint import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.bin", lambda f: f.write(b"x"))
+        (tmp_path / "b.bin").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
