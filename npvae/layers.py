@@ -46,6 +46,10 @@ __all__ = [
     "MLP",
     "ACTIVATIONS",
     "get_activation",
+    "Conv2d",
+    "ConvTranspose2d",
+    "Flatten",
+    "Unflatten",
 ]
 
 
@@ -387,3 +391,8 @@ class MLP(Sequential):
         super().__init__(*layers)
         self.sizes = sizes
         self.dtype = check_dtype(dtype)
+
+
+# The convolutional layers live in their own file (npvae/conv.py: im2col, col2im, Conv2d,
+# ConvTranspose2d, Flatten, Unflatten) and are re-exported here, after Layer is defined.
+from .conv import Conv2d, ConvTranspose2d, Flatten, Unflatten  # noqa: E402

@@ -16,7 +16,7 @@ from npvae import Adam, TrainConfig, Trainer, evaluate
 from npvae import checkpoint as ck
 from npvae.distributions import GaussianLearned
 from npvae.flows import Flow, PlanarFlow
-from npvae.layers import Linear
+from npvae.layers import Conv2d, ConvTranspose2d, Linear
 from npvae.made import MaskedLinear
 from npvae.models import MODELS, VAE, Terms, build_model, from_config
 from npvae.progress import Progress
@@ -122,9 +122,10 @@ def test_trainer_passes_exactly_the_declared_forward_options():
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_forward_options_declare_what_forward_accepts(kind):
     expected = {"vae": {"n_samples", "beta"}, "cvae": {"n_samples", "beta"}, "dirichlet": {"n_samples", "beta"},
-                "flow": {"n_samples", "beta"}, "iwae": set(), "ae": set()}[kind]
+                "flow": {"n_samples", "beta"}, "iwae": set(), "ae": set(), "conv": {"n_samples", "beta"}}[kind]
     args = (6, 3, 2) if kind == "cvae" else (6, 3)
-    model = build_model(kind, *args, hidden=(5,), rng=np.random.default_rng(0), dtype=np.float64)
+    model = build_model(kind, *args, hidden=(5,), rng=np.random.default_rng(0), dtype=np.float64,
+                        **CONTRACT_MODELS.get(kind, {}))
     assert isinstance(model.forward_options, tuple) and set(model.forward_options) == expected
     x = np.random.default_rng(1).random((4, 6))
     y = (np.arange(4) % 2,) if kind == "cvae" else ()
@@ -326,6 +327,14 @@ def _leaf_forward(layer, params, rng):
         u_hat = u + (-1 + np.log1p(np.exp(w @ u)) - w @ u) * w / (w @ w)
         v = rng.standard_normal((4, w.size))
         return layer.forward(v)[0], v + np.tanh(v @ w + b[0])[:, None] * u_hat
+    if isinstance(layer, (Conv2d, ConvTranspose2d)):  # the references of test_conv.py, written from the definitions
+        from test_conv import conv2d_reference, conv_transpose2d_reference
+
+        v = rng.standard_normal((2, layer.in_channels, 3, 4))
+        if isinstance(layer, Conv2d):
+            return layer.forward(v), conv2d_reference(v, params["W"], params["b"], layer.stride, layer.padding)
+        return layer.forward(v), conv_transpose2d_reference(v, params["W"], params["b"], layer.stride, layer.padding,
+                                                            layer.output_padding)
     # the learned Gaussian likelihood: log N(x; out, sigma^2), log sigma above the floor
     ls = params["log_sigma"]
     xv, out = rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
@@ -333,7 +342,8 @@ def _leaf_forward(layer, params, rng):
 
 
 CONTRACT_MODELS = {"ae": {}, "cvae": {}, "dirichlet": {}, "iwae": {}, "vae": {},
-                   "flow": {"flow": "iaf", "flow_length": 2}, "flow-planar": {"flow": "planar", "flow_length": 2}}
+                   "flow": {"flow": "iaf", "flow_length": 2}, "flow-planar": {"flow": "planar", "flow_length": 2},
+                   "conv": {"image_shape": (1, 2, 3), "channels": (2,)}}  # 6 pixels as a 2x3 image
 
 
 @pytest.mark.parametrize("case", sorted(CONTRACT_MODELS))
@@ -348,7 +358,7 @@ def test_params_and_grads_are_the_layers_own_arrays(case):
     layers = {}
     for key in model.params:
         layer, name = _owner(model, key)
-        assert isinstance(layer, (Linear, PlanarFlow, GaussianLearned)), (key, type(layer))
+        assert isinstance(layer, (Linear, PlanarFlow, GaussianLearned, Conv2d, ConvTranspose2d)), (key, type(layer))
         assert model.params[key] is layer.params[name], key   # identity: the layer's own array
         assert model.grads[key] is layer.grads[name], key
         assert model.params[key].shape == model.grads[key].shape

@@ -79,3 +79,31 @@ def test_fast_adam_equals_algorithm_1_line_by_line(kind, dtype, monkeypatch):
             else:  # one step: the parameters agree to a few ulp, and the steps to a few ulp of the parameters
                 np.testing.assert_array_max_ulp(pf, ps, maxulp=2)
                 assert np.all(np.abs(df - ds) <= 2 * np.spacing(np.abs(ps))), k
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@given(seed=st.integers(0, 2**32 - 1), c_in=st.integers(1, 4), c_out=st.integers(1, 4), k=st.integers(1, 4),
+       s=st.integers(1, 2), p=st.integers(0, 1), H=st.integers(4, 7), W=st.integers(4, 7))
+def test_tap_major_col2im_equals_the_textbook_col2im(dtype, rtol, seed, c_in, c_out, k, s, p, H, W):
+    """FAST_COL2IM: Conv2d's dL/dx and ConvTranspose2d's forward and backward, tap-major against row-per-pixel."""
+    from npvae import conv
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, c_in, H, W)).astype(dtype)
+    results = []
+    for flag in (True, False):
+        old, conv.FAST_COL2IM = conv.FAST_COL2IM, flag
+        try:
+            down = conv.Conv2d(c_in, c_out, k, s, p, rng=np.random.default_rng(seed), dtype=dtype)
+            up = conv.ConvTranspose2d(c_in, c_out, k, s, p, rng=np.random.default_rng(seed), dtype=dtype)
+            outs = []
+            for layer in (down, up):
+                y = layer.forward(x)
+                dy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+                outs += [y, layer.backward(dy), *(g.copy() for g in layer.grads.values())]
+            results.append(outs)
+        finally:
+            conv.FAST_COL2IM = old
+    for fast, slow in zip(*results):
+        assert fast.dtype == slow.dtype == dtype and fast.shape == slow.shape
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=rtol * max(1.0, float(np.max(np.abs(slow)))))

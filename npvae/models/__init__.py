@@ -61,7 +61,7 @@ Probabilistic models (all but the AE) also have:
 Models
 ------
 ``VAE`` (vae.py), ``AE`` (ae.py), ``CVAE`` (cvae.py), ``IWAE`` (iwae.py), ``DirichletVAE`` (dirichlet_vae.py),
-``FlowVAE`` (flow_vae.py).
+``FlowVAE`` (flow_vae.py), ``ConvVAE`` (conv_vae.py).
 """
 
 from __future__ import annotations
@@ -70,16 +70,18 @@ import numpy as np
 
 from .parts import LIKELIHOODS, LOGVAR_MAX, LOGVAR_MIN, Terms  # noqa: F401
 from .ae import AE
+from .conv_vae import ConvVAE
 from .cvae import CVAE
 from .dirichlet_vae import DirichletVAE
 from .flow_vae import FlowVAE
 from .iwae import IWAE
 from .vae import VAE
 
-__all__ = ["VAE", "AE", "CVAE", "DirichletVAE", "IWAE", "FlowVAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
+__all__ = ["VAE", "AE", "CVAE", "DirichletVAE", "IWAE", "FlowVAE", "ConvVAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
 
 #: kind -> model class: the registry :func:`build_model` and :func:`from_config` read.
-MODELS = {"vae": VAE, "ae": AE, "cvae": CVAE, "iwae": IWAE, "dirichlet": DirichletVAE, "flow": FlowVAE}
+MODELS = {"vae": VAE, "ae": AE, "cvae": CVAE, "iwae": IWAE, "dirichlet": DirichletVAE, "flow": FlowVAE,
+          "conv": ConvVAE}
 
 
 def _model_class(kind: str):
