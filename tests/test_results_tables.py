@@ -77,3 +77,20 @@ def test_default_run_numbers_quote_its_metrics_json():
     assert f"{run['seconds_per_epoch']:.1f} s per epoch" in results
     assert f"{run['active_units']} of 20" in results
     assert run["model"]["kind"] == "vae" and run["epochs"] == 10 and run["log_likelihood_images"] == 10000
+
+
+def test_convvae_comparison_quotes_its_runs():
+    """The ConvVAE row of README.md and the comparison in docs/results.md quote the runs' metrics.json files."""
+    runs = {name: json.loads((ROOT / "docs" / "runs" / f"{name}.json").read_text())
+            for name in ("conv_default", "vae_default", "vae_150_epochs")}
+    readme = (ROOT / "README.md").read_text()
+    row = next(ln for ln in readme.splitlines() if ln.startswith("| `conv`"))
+    conv = runs["conv_default"]
+    assert f"{conv['test_neg_elbo']:.2f}" in row and f"{abs(conv['test_log_likelihood']):.2f}" in row
+    assert f"{conv['active_units']} of 20" in row
+    section = _section((ROOT / "docs" / "results.md").read_text(), "## The ConvVAE against the MLP VAE")
+    for name, run in runs.items():
+        assert f"{run['test_neg_elbo']:.2f}" in section, name
+        assert f"−{abs(run['test_log_likelihood']):.2f} ± {run['log_likelihood_stderr']:.2f}" in section, name
+        assert f"{run['active_units']} of 20" in section, name
+    assert conv["model"]["kind"] == "conv" and conv["epochs"] == 10 and runs["vae_150_epochs"]["epochs"] == 150
