@@ -87,3 +87,21 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured: largest gradient-check errors, quadrature gaps")
         for row in rows:
             terminalreporter.write_line(row)
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    """300 training and 100 test images in the MNIST file format (class prototypes plus noise)."""
+    from helpers import write_fake_mnist
+
+    return write_fake_mnist(tmp_path_factory.mktemp("tiny_mnist"), 300, 100)
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fail the test if the demo loads any data (its errors must come before that)."""
+    from npvae import data
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the data was loaded before the error was found")
+    monkeypatch.setattr(data, "load_mnist", forbidden)

@@ -67,3 +67,11 @@ def fake_images(n, seed=0, side=8):
     protos = rng.random((5, side, side)) ** 3
     img = np.clip(protos[rng.integers(0, 5, n)] + 0.15 * rng.standard_normal((n, side, side)), 0, 1)
     return (img * 255).astype(np.uint8)
+
+
+def one_line_error(err: str) -> str:
+    """The demo's usage error: one line, no traceback (the log p(x) estimate's progress lines may come before it)."""
+    err = "".join(line for line in err.splitlines(keepends=True) if not line.startswith("log p(x"))
+    assert err.startswith("train_mnist.py: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err

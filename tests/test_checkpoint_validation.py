@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_fake_mnist
+from helpers import one_line_error
 
 from benchmarks import reproduce_iwae
 from demos import train_mnist as demo
@@ -23,11 +23,6 @@ from npvae.models import VAE
 from npvae.optim import Adam
 from npvae.train import TrainConfig, Trainer
 from helpers import fake_images
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory):
-    return write_fake_mnist(tmp_path_factory.mktemp("tiny_mnist"), 300, 100)
 
 
 def _flags(data_dir, out, *extra):
@@ -65,19 +60,13 @@ def tamper(trained: Path, tmp_path: Path, *, meta=None, drop=(), **arrays) -> Pa
     return out
 
 
-def _one_line(err: str) -> str:
-    err = "".join(line for line in err.splitlines(keepends=True) if not line.startswith("log p(x"))
-    assert err.startswith("train_mnist.py: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
-
 
 def _resume(tiny_mnist, out, capsys, *extra) -> str:
     code = demo.main(["--data-dir", str(tiny_mnist), "--out", str(out), "--eval-k", "2", "--epochs", "2",
                       "--resume", *extra])
     err = capsys.readouterr().err
     assert code == 2, err
-    return _one_line(err)
+    return one_line_error(err)
 
 
 @pytest.mark.parametrize("key", ["epoch", "model_config", "rng_state", "history", "train_config", "step", "batch"])

@@ -15,18 +15,12 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from helpers import write_fake_mnist
+from helpers import one_line_error
 
 from demos import train_mnist as demo  # the repository root is on pytest's pythonpath
 from npvae.checkpoint import load_checkpoint
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory):
-    """300 training and 100 test images in the MNIST file format (class prototypes plus noise)."""
-    return write_fake_mnist(tmp_path_factory.mktemp("tiny_mnist"), 300, 100)
 
 
 def _flags(data_dir, out, *extra):
@@ -47,22 +41,6 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture
-def no_data(monkeypatch):
-    """Fail the test if the demo loads any data (errors must come before that)."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the data was loaded before the error was found")
-    monkeypatch.setattr(demo.npdata, "load_mnist", forbidden)
-
-
-def _one_line(err: str) -> str:
-    """The error is one line; the log p(x) estimate's progress lines may come before it."""
-    err = "".join(line for line in err.splitlines(keepends=True) if not line.startswith("log p(x"))
-    assert err.startswith("train_mnist.py: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
-
-
 # ----------------------------------------------------------------------------------------------
 # 1. --out is checked before the data is loaded
 # ----------------------------------------------------------------------------------------------
@@ -70,7 +48,7 @@ def test_out_is_an_existing_file(tmp_path, capsys, no_data):
     target = tmp_path / "results.txt"
     target.write_text("precious")
     assert demo.main(["--out", str(target)]) == 2
-    err = _one_line(capsys.readouterr().err)
+    err = one_line_error(capsys.readouterr().err)
     assert f"--out {target}: expected a folder, got an existing file" in err and "choose another --out" in err
     assert target.read_text() == "precious"
 
@@ -79,7 +57,7 @@ def test_out_under_a_file(tmp_path, capsys, no_data):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert demo.main(["--out", str(blocker / "sub" / "results")]) == 2
-    err = _one_line(capsys.readouterr().err)
+    err = one_line_error(capsys.readouterr().err)
     assert "--out " in err and f"under the file {blocker}" in err
 
 
@@ -99,7 +77,7 @@ def test_out_not_writable(tmp_path, capsys, monkeypatch, no_data, patched, exc, 
     code = demo.main(["--out", str(out)])
     monkeypatch.undo()
     assert code == 2
-    err = _one_line(capsys.readouterr().err)
+    err = one_line_error(capsys.readouterr().err)
     assert f"--out {out}: expected a folder that can be written" in err and expected in err
     assert list(out.iterdir()) == [], "the probe file was left behind"
 
@@ -113,7 +91,7 @@ def test_resume_refuses_flags_the_checkpoint_fixes(trained, tmp_path, capsys, no
     code = demo.main(["--out", str(out), "--resume", "--latent-dim", "7", "--hidden", "32", "32",
                       "--batch-size", "50", "--lr", "0.01", "--likelihood", "gaussian", "--seed", "3", "--beta", "2"])
     assert code == 2
-    err = _one_line(capsys.readouterr().err)
+    err = one_line_error(capsys.readouterr().err)
     assert ("--resume: the checkpoint fixes these; drop them or start a new run: --latent-dim 7 (checkpoint: 3), "
             "--hidden 32 32 (checkpoint: 16), --likelihood gaussian (checkpoint: bernoulli), --beta 2 (checkpoint: 1), "
             "--lr 0.01 (checkpoint: 0.001)") in err
@@ -159,7 +137,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(trained, tiny_mnis
     code = demo.main([*_flags(tiny_mnist, out, "--seed", "3"), "--epochs", "2", "--resume"])
     monkeypatch.undo()
     assert code == 1
-    err = _one_line(capsys.readouterr().err)
+    err = one_line_error(capsys.readouterr().err)
     ckpt = out / "checkpoint.npz"
     assert f"could not write {ckpt}: No space left on device (ENOSPC)" in err
     assert f"the checkpoint {ckpt} (epoch 1) is intact" in err and "--resume" in err
@@ -179,7 +157,7 @@ def test_disk_full_during_a_figure_keeps_the_checkpoint(trained, tiny_mnist, tmp
     code = demo.main([*_flags(tiny_mnist, out, "--seed", "3"), "--epochs", "2", "--resume"])
     monkeypatch.undo()
     assert code == 1
-    err = _one_line(capsys.readouterr().err)
+    err = one_line_error(capsys.readouterr().err)
     ckpt = out / "checkpoint.npz"
     assert f"could not write {out / 'reconstructions.png'}: No space left on device (ENOSPC)" in err
     assert f"the checkpoint {ckpt} (epoch 2) is intact" in err

@@ -12,15 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_fake_mnist
+from helpers import one_line_error, write_fake_mnist
 
 from demos import train_mnist as demo
 from npvae import checkpoint as ck
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory):
-    return write_fake_mnist(tmp_path_factory.mktemp("tiny_mnist"), 300, 100)
 
 
 def _flags(data_dir, out, *extra):
@@ -34,19 +29,6 @@ def trained(tiny_mnist, tmp_path_factory):
     assert demo.main(_flags(tiny_mnist, out, "--epochs", "2")) == 0
     return out
 
-
-@pytest.fixture
-def no_data(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the data was loaded before the error was found")
-    monkeypatch.setattr(demo.npdata, "load_mnist", forbidden)
-
-
-def _one_line(err: str) -> str:
-    err = "".join(line for line in err.splitlines(keepends=True) if not line.startswith("log p(x"))
-    assert err.startswith("train_mnist.py: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 def _dead_pid() -> int:
@@ -62,7 +44,7 @@ def test_a_new_run_refuses_a_folder_with_another_runs_checkpoint(trained, tiny_m
     out = shutil.copytree(trained, tmp_path / "out")
     before = (out / "checkpoint.npz").read_bytes()
     assert demo.main(_flags(tiny_mnist, out, "--model", "ae")) == 2
-    err = _one_line(capsys.readouterr().err)
+    err = one_line_error(capsys.readouterr().err)
     assert f"--out {out}: expected a folder without another run's checkpoint, got {out / 'checkpoint.npz'}" in err
     assert "--resume" in err and "--overwrite" in err
     assert (out / "checkpoint.npz").read_bytes() == before
@@ -89,7 +71,7 @@ def test_a_second_run_on_a_locked_folder_is_refused_naming_the_pid(tmp_path, cap
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert demo.main(["--out", str(out)]) == 2
-        err = _one_line(capsys.readouterr().err)
+        err = one_line_error(capsys.readouterr().err)
         assert f"--out {out}: expected a folder no other run is using, got one locked by the run with pid " \
                f"{holder.pid} (still running)" in err
     finally:
@@ -169,7 +151,7 @@ def test_stale_temporaries_of_dead_runs_are_removed(tiny_mnist, tmp_path):
 ])
 def test_run_end_needs_are_checked_before_the_data(argv, message, tmp_path, capsys, no_data):
     assert demo.main(["--out", str(tmp_path / "o"), *argv]) == 2
-    assert message in _one_line(capsys.readouterr().err)
+    assert message in one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -188,7 +170,7 @@ def test_a_test_set_too_small_for_the_figures_is_refused_before_training(tmp_pat
     (tmp_path / "one").mkdir()
     data = write_fake_mnist(tmp_path / "one", 50, 1)
     assert demo.main(_flags(data, tmp_path / "o")) == 2
-    err = _one_line(capsys.readouterr().err)
+    err = one_line_error(capsys.readouterr().err)
     assert "the test set in" in err and "expected at least 2 test images" in err and "got 1" in err
     assert not (tmp_path / "o" / "checkpoint.npz").exists()
 
@@ -207,7 +189,7 @@ def test_a_figure_failing_after_training_keeps_checkpoint_and_metrics(tiny_mnist
     out = tmp_path / "o"
     assert demo.main(_flags(tiny_mnist, out)) == 1
     captured = capsys.readouterr()
-    err = _one_line(captured.err)
+    err = one_line_error(captured.err)
     assert "could not draw the figures after training (ValueError: mu: expected finite values" in err
     assert f"the checkpoint {out / 'checkpoint.npz'} and {out / 'metrics.json'} are kept" in err
     assert "test -ELBO" in captured.out  # the run's numbers are printed
