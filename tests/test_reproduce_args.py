@@ -12,13 +12,6 @@ import pytest
 from benchmarks import reproduce_iwae
 
 
-@pytest.fixture
-def no_data(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the data was loaded before the error was found")
-    monkeypatch.setattr(reproduce_iwae.npdata, "load_mnist", forbidden)
-
-
 @pytest.mark.parametrize("argv,message", [
     (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
     (["--train-limit", "0"], "argument --train-limit: expected an integer >= 1, got 0"),
