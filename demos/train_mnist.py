@@ -22,7 +22,8 @@ writes to ``--out`` (default ``results/``):
   with ``--latent-dim 2``, ``manifold.png``; for a conditional model (CVAE)
   ``class_samples.png`` (one row per class, prior draws) and ``same_z.png`` (the same z
   decoded under every label); for the Dirichlet VAE ``theta_by_class.png`` (the mean
-  θ = softmax(z) of each class, a heat map). ``--compare DIR`` (another run's ``--out``)
+  θ = softmax(z) of each class, a heat map); for the VampVAE ``pseudo_inputs.png`` (the
+  learned u_k and their decodings). ``--compare DIR`` (another run's ``--out``)
   adds ``compare_samples.png`` (the same z ~ N(0, I) through both decoders, e.g. AE vs
   VAE) and ``compare_latent.png`` (both latent scatters).
 
@@ -105,10 +106,13 @@ CLASS_NAMES = {"mnist": [str(d) for d in range(10)],
 OBJECTIVES = {"neg_elbo": "-ELBO", "neg_log_likelihood": "-log p(x|z) (reconstruction)",
               "neg_iwae_bound": "-IWAE bound"}
 #: flags only some models take: dest -> constructor keyword (passed only to a model whose __init__ has it)
-MODEL_OPTIONS = {"alpha": "alpha", "k": "k", "flow": "flow", "flow_length": "flow_length"}
+MODEL_OPTIONS = {"alpha": "alpha", "k": "k", "flow": "flow", "flow_length": "flow_length", "n_pseudo": "n_pseudo"}
+#: flags of a model with two stochastic layers (one whose __init__ takes ``z_dims``): dest -> default
+TWO_LAYER_OPTIONS = {"top_latent_dim": 10, "top_hidden": [100]}
 #: every file a run writes in --out (what --overwrite removes; nothing else is touched)
 FIGURES = ("reconstructions.png", "samples.png", "curves.png", "latent.png", "interpolation.png", "manifold.png",
-           "class_samples.png", "same_z.png", "theta_by_class.png", "compare_samples.png", "compare_latent.png")
+           "class_samples.png", "same_z.png", "theta_by_class.png", "pseudo_inputs.png", "compare_samples.png",
+           "compare_latent.png")
 OUTPUTS = ("checkpoint.npz", "metrics.json", *FIGURES)
 #: test images the figures need: the latent scatter plots at least 2 codes
 MIN_TEST_IMAGES = 2
@@ -163,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vae: the Gaussian VAE; ae: the deterministic autoencoder (no KL, no prior); cvae: the "
                         "conditional VAE (the label as input); dirichlet: the Dirichlet VAE (theta = softmax(z)); "
                         "iwae: the importance-weighted bound with --k samples; flow: a VAE whose q(z|x) is a "
-                        "normalizing flow (--flow, --flow-length) (choices: the models installed)")
+                        "normalizing flow (--flow, --flow-length); conv: convolutional encoder and decoder; hvae: "
+                        "two stochastic layers z1, z2 (--top-latent-dim, --top-hidden); vamp: the VampPrior with "
+                        "--n-pseudo learned pseudo-inputs (choices: the models installed)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="number of training epochs")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per training step")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
@@ -182,10 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--alpha", type=_float_in(ALPHA_MIN, ALPHA_MAX), default=0.3,
                        help="Dirichlet(alpha) prior concentration of the Dirichlet VAE (< 1: sparse theta)")
     if any(_accepts(kind, "k") for kind in MODELS):
-        p.add_argument("--k", type=_positive_int, default=5, help="importance samples in the IWAE objective")
+        p.add_argument("--k", type=_positive_int, default=None,
+                       help="importance samples in the objective (default: 5 for iwae, 1 (the ELBO) for hvae)")
     if any(_accepts(kind, "flow") for kind in MODELS):
         p.add_argument("--flow", default="planar", choices=["planar", "iaf"], help="normalizing flow of q(z|x)")
         p.add_argument("--flow-length", type=_positive_int, default=4, help="number of flow steps")
+    if any(_accepts(kind, "n_pseudo") for kind in MODELS):
+        p.add_argument("--n-pseudo", type=_positive_int, default=500,
+                       help="K, the pseudo-inputs of the VampPrior (vamp)")
+    if any(_accepts(kind, "z_dims") for kind in MODELS):
+        p.add_argument("--top-latent-dim", type=_positive_int, default=TWO_LAYER_OPTIONS["top_latent_dim"],
+                       help="hvae: dimension of z2, the top stochastic layer (--latent-dim is z1's)")
+        p.add_argument("--top-hidden", type=_positive_int, nargs="+", default=TWO_LAYER_OPTIONS["top_hidden"],
+                       help="hvae: hidden widths of q(z2|z1) (p(z1|z2) mirrors them); --hidden is x <-> z1's")
     p.add_argument("--binarize", default="dynamic", choices=["dynamic", "static", "none"],
                    help="dynamic: fresh Bernoulli draw per batch; static: one fixed draw; none: grey levels")
     p.add_argument("--beta", type=_nonnegative_float, default=1.0, help="KL weight (1 = the ELBO; beta-VAE otherwise)")
@@ -380,7 +395,7 @@ def check_model_options(args, explicit: dict) -> None:
     ``--test-limit`` below :data:`MIN_TEST_IMAGES`. ``--eval-k``/``--eval-images`` for a
     model with no likelihood to estimate (the AE) are reported as ignored, on one line.
     """
-    for dest, keyword in MODEL_OPTIONS.items():
+    for dest, keyword in [*MODEL_OPTIONS.items(), *((d, "z_dims") for d in TWO_LAYER_OPTIONS)]:
         if dest in explicit and not _accepts(args.model, keyword):
             takers = [kind for kind in MODELS if _accepts(kind, keyword)]
             raise UsageError(f"--{dest.replace('_', '-')}: the {args.model} model has no {keyword}; "
@@ -425,13 +440,22 @@ def check_test_images(n, name: str) -> None:
                          f"metrics.json their spread), got {n}")
 
 
+def model_option(args, dest: str):
+    """The value of a model flag: ``--k`` not given is 5 for the IWAE and 1 (the ELBO) for the others."""
+    value = getattr(args, dest)
+    return (5 if args.model == "iwae" else 1) if dest == "k" and value is None else value
+
+
 def new_config(args, n_classes: int) -> dict:
     """The model config the flags describe (before a model is built): what the size checks read."""
     config = {"kind": args.model, "x_dim": 784, "z_dim": args.latent_dim, "hidden": list(args.hidden),
               "dtype": args.dtype}
     if _accepts(args.model, "n_classes"):
         config["n_classes"] = n_classes
-    config.update({kw: getattr(args, dest) for dest, kw in MODEL_OPTIONS.items()
+    if _accepts(args.model, "z_dims"):  # two stochastic layers: z1 (--latent-dim) and z2 (--top-latent-dim)
+        del config["z_dim"]
+        config.update(z_dims=[args.latent_dim, args.top_latent_dim], hidden=[list(args.hidden), list(args.top_hidden)])
+    config.update({kw: model_option(args, dest) for dest, kw in MODEL_OPTIONS.items()
                    if hasattr(args, dest) and _accepts(args.model, kw)})
     return config
 
@@ -496,7 +520,10 @@ def new_model(args, n_classes: int):
                   dtype=np.dtype(args.dtype), sigma_x=args.sigma_x)
     if _accepts(args.model, "n_classes"):
         kwargs["n_classes"] = n_classes
-    kwargs.update({kw: getattr(args, dest) for dest, kw in MODEL_OPTIONS.items()
+    if _accepts(args.model, "z_dims"):  # two stochastic layers: z1 (--latent-dim) and z2 (--top-latent-dim)
+        del kwargs["z_dim"]
+        kwargs.update(z_dims=(args.latent_dim, args.top_latent_dim), hidden=(tuple(args.hidden), tuple(args.top_hidden)))
+    kwargs.update({kw: model_option(args, dest) for dest, kw in MODEL_OPTIONS.items()
                    if hasattr(args, dest) and _accepts(args.model, kw)})
     return build_model(args.model, **kwargs)
 
@@ -604,6 +631,13 @@ def draw_figures(model, trainer, out: Path, *, mu=None, labels=None, class_names
             same, p, row_labels=[f"z{i + 1}" for i in range(len(z))], col_labels=list(class_names),
             title="Means of p(x|z, y): each row one z ~ N(0, I) decoded under every label y",
             caption="style kept along a row, class changed along it")))
+    if hasattr(model, "pseudo_inputs"):  # the VampPrior's components: u_k and the decoder at the mean of q(z|u_k)
+        u = model.pseudo_inputs[:12]
+        pseudo = np.stack([u, model.decode(model.encode(u)[0])])
+        figures.append(("pseudo_inputs.png", lambda p: plots.plot_image_rows(
+            pseudo, p, row_labels=["u_k", "recon"], col_labels=[f"k={k + 1}" for k in range(len(u))],
+            title="VampPrior: the first 12 pseudo-inputs u_k and the means of p(x|z) at z = mean of q(z|u_k)",
+            caption="p(z) = (1/K) sum_k q(z|u_k)")))
     if trainer.history:
         loss_name = getattr(model, "loss_name", "loss")
         series = [k[len("train_"):] for k in trainer.history[0] if k.startswith("train_")]
@@ -734,6 +768,7 @@ def run(args, argv: list[str]) -> int:
     t_ll = time.perf_counter() - t_ll
     mu = evaluate.posterior_means(model, x_test, y=y_test)
     activity = mu.astype(np.float64).var(axis=0)  # Burda et al. 2016: A_u = Var_x E_q[z_u]
+    per_layer = [int(n) for n in model.layer_active_units(x_test)] if hasattr(model, "layer_active_units") else None
     del x_test  # 31 MB, freed before matplotlib loads: keeps the run's peak memory low
     figure_error = None
     try:
@@ -761,6 +796,7 @@ def run(args, argv: list[str]) -> int:
         "active_units": int(np.sum(activity > evaluate.ACTIVE_THRESHOLD)),
         "active_unit_threshold": evaluate.ACTIVE_THRESHOLD,
         "latent_activity": activity.tolist(),
+        **({"active_units_per_layer": per_layer} if per_layer is not None else {}),
         "epochs": trainer.epoch, "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
         "wall_time_s": time.perf_counter() - start,
         "model": model.config, "train_config": asdict(c), "lr": trainer.optimizer.lr,
@@ -775,7 +811,12 @@ def run(args, argv: list[str]) -> int:
         print(f"test {log_of} ~ {float(ll.mean()):.2f} nats (IWAE, k={args.eval_k}, {n_ll} images, {t_ll:.0f} s)")
     else:
         print(f"no {log_of}: the {model.kind} model has no prior, so it defines no likelihood of x")
-    print(f"active units: {metrics['active_units']} of {model.z_dim} (Var_x E_q[z_u] > {evaluate.ACTIVE_THRESHOLD})")
+    if "active_units_per_layer" in metrics:  # two stochastic layers: Burda et al.'s count, per layer
+        print("active units: " + ", ".join(f"z{i + 1} {n} of {d}" for i, (n, d) in
+                                          enumerate(zip(metrics["active_units_per_layer"], model.z_dims)))
+              + f" (Var_x E_q[z_u] > {evaluate.ACTIVE_THRESHOLD})")
+    else:
+        print(f"active units: {metrics['active_units']} of {model.z_dim} (Var_x E_q[z_u] > {evaluate.ACTIVE_THRESHOLD})")
     print(f"wall time {metrics['wall_time_s']:.0f} s; metrics, figures and checkpoint in {out}/")
     if figure_error is not None:
         print(f"{PROG}: error: could not draw the figures after training ({type(figure_error).__name__}: "

@@ -228,9 +228,13 @@ def _json_type_ok(value, default) -> tuple[bool, str]:
                                     for v in reals)), "a finite number (or a list of them)"
     if isinstance(default, str):
         return isinstance(value, str), "a string"
+    def integers(v):
+        return isinstance(v, list) and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in v)
+
+    if isinstance(default, (tuple, list)) and default and isinstance(default[0], (tuple, list)):  # one per layer
+        return isinstance(value, list) and all(integers(v) for v in value), "a list of lists of integers"
     if isinstance(default, (tuple, list)):
-        return (isinstance(value, list) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                                for v in value)), "a list of integers"
+        return integers(value), "a list of integers"
     if isinstance(default, type) or isinstance(default, np.dtype):  # dtype=np.float32
         return value in ("float32", "float64"), "'float32' or 'float64'"
     return isinstance(value, (type(None), bool, numbers.Real, str, list)), "a JSON value"
@@ -312,8 +316,9 @@ def estimate_run_bytes(config: dict, *, batch_size: int, n_samples: int = 1, eva
 
     Read from the config's sizes (any model kind; missing keys count as absent): an
     encoder ``x_dim`` (+ ``n_classes``) -> ``hidden`` -> 2 ``z_dim`` (+ ``context_dim``), its
-    mirror decoder, ``flow_length`` flow steps (an IAF MADE's size, the larger kind) and
-    ``channels`` feature maps of up to ``x_dim`` pixels. Parameters count 8 times
+    mirror decoder, ``flow_length`` flow steps (an IAF MADE's size, the larger kind),
+    ``channels`` feature maps of up to ``x_dim`` pixels, two stochastic layers (``z_dims``,
+    nested ``hidden``) and ``n_pseudo`` pseudo-inputs through the encoder. Parameters count 8 times
     (parameters, gradients, Adam's two moments, their checkpoint copies, a loaded
     checkpoint) plus 1 KiB of bookkeeping per array; a training step holds ``batch_size *
     n_samples * k`` rows of decoder activations (4 arrays each), the test evaluation
@@ -328,8 +333,11 @@ def estimate_run_bytes(config: dict, *, batch_size: int, n_samples: int = 1, eva
         return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else default
 
     x, z, c, ctx = size("x_dim", 784), size("z_dim", 1), size("n_classes"), size("context_dim")
-    flows, k = size("flow_length"), max(size("k", 1), 1)
-    hidden = [int(h) for h in config.get("hidden") or [] if isinstance(h, numbers.Integral)]
+    flows, k, pseudo = size("flow_length"), max(size("k", 1), 1), size("n_pseudo")
+    z_dims = [int(v) for v in config.get("z_dims") or [] if isinstance(v, numbers.Integral)]
+    z = sum(z_dims) if z_dims else z  # two stochastic layers: count both
+    widths = [w for h in config.get("hidden") or [] for w in (h if isinstance(h, (list, tuple)) else [h])]
+    hidden = [int(h) for h in widths if isinstance(h, numbers.Integral)]
     channels = [int(h) for h in config.get("channels") or [] if isinstance(h, numbers.Integral)]
     fh = max([*(int(h) for h in config.get("flow_hidden") or []), 2 * z, 8]) if flows else 0
     enc, dec = [x + c, *hidden, 2 * z + ctx], [z + c, *hidden[::-1], x]
@@ -341,7 +349,7 @@ def estimate_run_bytes(config: dict, *, batch_size: int, n_samples: int = 1, eva
     per_sample = sum(dec) + x * sum(channels) + flows * (z + fh)  # what each of the k * n_samples draws holds
     per_example = sum(enc) + x * sum(channels)                       # what the encoder holds once per example
     rows = batch_size * n_samples * k
-    train = 4 * item * (batch_size * per_example + rows * per_sample)
+    train = 4 * item * ((batch_size + pseudo) * per_example + rows * per_sample)  # + the VampPrior's pseudo-inputs
     test = 3 * item * eval_batch_size * (per_example + k * per_sample)
     ll = 3 * 8 * eval_k * eval_images_batch
     data = 2 * train_images * x + test_images * x * item

@@ -19,6 +19,7 @@ from npvae.flows import Flow, PlanarFlow
 from npvae.layers import Conv2d, ConvTranspose2d, Linear
 from npvae.made import MaskedLinear
 from npvae.models import MODELS, VAE, Terms, build_model, from_config
+from npvae.models.vamp_vae import PseudoInputs
 from npvae.progress import Progress
 
 
@@ -122,10 +123,9 @@ def test_trainer_passes_exactly_the_declared_forward_options():
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_forward_options_declare_what_forward_accepts(kind):
     expected = {"vae": {"n_samples", "beta"}, "cvae": {"n_samples", "beta"}, "dirichlet": {"n_samples", "beta"},
-                "flow": {"n_samples", "beta"}, "iwae": set(), "ae": set(), "conv": {"n_samples", "beta"}}[kind]
-    args = (6, 3, 2) if kind == "cvae" else (6, 3)
-    model = build_model(kind, *args, hidden=(5,), rng=np.random.default_rng(0), dtype=np.float64,
-                        **CONTRACT_MODELS.get(kind, {}))
+                "flow": {"n_samples", "beta"}, "iwae": set(), "ae": set(), "conv": {"n_samples", "beta"},
+                "hvae": {"beta"}, "vamp": {"beta"}}[kind]
+    model = contract_model(kind, kind, rng=np.random.default_rng(0))
     assert isinstance(model.forward_options, tuple) and set(model.forward_options) == expected
     x = np.random.default_rng(1).random((4, 6))
     y = (np.arange(4) % 2,) if kind == "cvae" else ()
@@ -322,6 +322,8 @@ def _leaf_forward(layer, params, rng):
         W = params["W"] * layer.mask if isinstance(layer, MaskedLinear) else params["W"]
         v = rng.standard_normal((4, W.shape[0]))
         return layer.forward(v), v @ W + params["b"]
+    if isinstance(layer, PseudoInputs):  # u = hardtanh(means) = clip(means, 0, 1)
+        return layer.forward(), np.clip(params["means"], 0, 1)
     if isinstance(layer, PlanarFlow):  # f(z) = z + u_hat tanh(w.z + b), w.u_hat = -1 + softplus(w.u)
         u, w, b = params["u"], params["w"], params["b"]
         u_hat = u + (-1 + np.log1p(np.exp(w @ u)) - w @ u) * w / (w @ w)
@@ -343,7 +345,15 @@ def _leaf_forward(layer, params, rng):
 
 CONTRACT_MODELS = {"ae": {}, "cvae": {}, "dirichlet": {}, "iwae": {}, "vae": {},
                    "flow": {"flow": "iaf", "flow_length": 2}, "flow-planar": {"flow": "planar", "flow_length": 2},
-                   "conv": {"image_shape": (1, 2, 3), "channels": (2,)}}  # 6 pixels as a 2x3 image
+                   "conv": {"image_shape": (1, 2, 3), "channels": (2,)},  # 6 pixels as a 2x3 image
+                   "hvae": {"z_dims": (3, 2), "hidden": ((5,), (4,))}, "vamp": {"n_pseudo": 4}}
+
+
+def contract_model(kind, case, **kwargs):
+    """A float64 model of ``kind`` on x_dim 6, z_dim 3, hidden (5,), with the case's own arguments."""
+    args = {"cvae": (6, 3, 2), "hvae": (6,)}.get(kind, (6, 3))
+    extra = {"hidden": (5,), **CONTRACT_MODELS.get(case, {}), **kwargs}
+    return build_model(kind, *args, dtype=np.float64, **extra)
 
 
 @pytest.mark.parametrize("case", sorted(CONTRACT_MODELS))
@@ -351,14 +361,12 @@ def test_params_and_grads_are_the_layers_own_arrays(case):
     """model.params / model.grads hold each layer's own arrays (no copies, no shared buffer)."""
     kind = case.split("-")[0]
     assert set(MODELS) <= {c.split("-")[0] for c in CONTRACT_MODELS}  # every model kind is covered
-    args = (6, 3, 2) if kind == "cvae" else (6, 3)
-    model = build_model(kind, *args, hidden=(5,), likelihood="gaussian_learned", rng=np.random.default_rng(0),
-                        dtype=np.float64, **CONTRACT_MODELS[case])
+    model = contract_model(kind, case, likelihood="gaussian_learned", rng=np.random.default_rng(0))
     assert list(model.params) == list(model.grads)
     layers = {}
     for key in model.params:
         layer, name = _owner(model, key)
-        assert isinstance(layer, (Linear, PlanarFlow, GaussianLearned, Conv2d, ConvTranspose2d)), (key, type(layer))
+        assert isinstance(layer, (Linear, PlanarFlow, GaussianLearned, Conv2d, ConvTranspose2d, PseudoInputs)), (key, type(layer))
         assert model.params[key] is layer.params[name], key   # identity: the layer's own array
         assert model.grads[key] is layer.grads[name], key
         assert model.params[key].shape == model.grads[key].shape
@@ -386,8 +394,7 @@ def test_params_and_grads_are_the_layers_own_arrays(case):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     # ... and the whole model's: copying another model's weights in place through model.params
     # gives that model's loss exactly (what loading a checkpoint does)
-    other = build_model(kind, *args, hidden=(5,), likelihood="gaussian_learned", rng=np.random.default_rng(9),
-                        dtype=np.float64, **CONTRACT_MODELS[case])
+    other = contract_model(kind, case, likelihood="gaussian_learned", rng=np.random.default_rng(9))
     x = np.random.default_rng(1).random((4, 6))
     y = (np.arange(4) % 2,) if kind == "cvae" else ()
     before = model.forward(x, *y, rng=np.random.default_rng(2)).loss

@@ -61,7 +61,8 @@ Probabilistic models (all but the AE) also have:
 Models
 ------
 ``VAE`` (vae.py), ``AE`` (ae.py), ``CVAE`` (cvae.py), ``IWAE`` (iwae.py), ``DirichletVAE`` (dirichlet_vae.py),
-``FlowVAE`` (flow_vae.py), ``ConvVAE`` (conv_vae.py).
+``FlowVAE`` (flow_vae.py), ``ConvVAE`` (conv_vae.py),
+``HierarchicalVAE`` (hierarchical_vae.py), ``VampVAE`` (vamp_vae.py).
 """
 
 from __future__ import annotations
@@ -74,14 +75,16 @@ from .conv_vae import ConvVAE
 from .cvae import CVAE
 from .dirichlet_vae import DirichletVAE
 from .flow_vae import FlowVAE
+from .hierarchical_vae import HierarchicalVAE
 from .iwae import IWAE
+from .vamp_vae import VampVAE
 from .vae import VAE
 
-__all__ = ["VAE", "AE", "CVAE", "DirichletVAE", "IWAE", "FlowVAE", "ConvVAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
+__all__ = ["VAE", "AE", "CVAE", "DirichletVAE", "IWAE", "FlowVAE", "ConvVAE", "HierarchicalVAE", "VampVAE", "Terms", "MODELS", "build_model", "from_config", "LIKELIHOODS", "LOGVAR_MIN", "LOGVAR_MAX"]
 
 #: kind -> model class: the registry :func:`build_model` and :func:`from_config` read.
 MODELS = {"vae": VAE, "ae": AE, "cvae": CVAE, "iwae": IWAE, "dirichlet": DirichletVAE, "flow": FlowVAE,
-          "conv": ConvVAE}
+          "conv": ConvVAE, "hvae": HierarchicalVAE, "vamp": VampVAE}
 
 
 def _model_class(kind: str):
