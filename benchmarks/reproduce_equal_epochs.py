@@ -152,6 +152,32 @@ def train_and_evaluate(args, run: str, train_x: np.ndarray, test_x: np.ndarray) 
     return result
 
 
+#: the papers' findings: (better run, worse run, the gap target in nats (half the paper's), the paper's gap)
+FINDINGS = [
+    ("vae_2l", "vae", 0.7, 86.76 - 85.33, "two stochastic layers below one (VAE)"),
+    ("iwae5_2l", "iwae5", None, 85.54 - 83.89, "two stochastic layers below one (IWAE k = 5)"),
+    ("iwae5", "vae", 0.6, 86.76 - 85.54, "IWAE k = 5 below the VAE (one layer)"),
+    ("iwae5_2l", "vae_2l", None, 85.33 - 83.89, "IWAE k = 5 below the VAE (two layers)"),
+    ("vamp", "vae", 1.5, 88.56 - 85.57, "the VampPrior below the standard prior"),
+]
+
+
+def findings(rows: list[dict]) -> list[dict]:
+    """Each of :data:`FINDINGS` whose two runs are finished: the gap (worse - better NLL, nats) with the
+    standard error of a difference of two independent estimates (an overestimate: both use the same images),
+    whether the ordering holds, and whether the gap reaches its target (half the paper's)."""
+    nll = {r["run"]: (r["nll"], r["nll_stderr"]) for r in rows}
+    out = []
+    for better, worse, target, paper_gap, what in FINDINGS:
+        if better in nll and worse in nll:
+            gap = nll[worse][0] - nll[better][0]
+            out.append({"finding": what, "better": better, "worse": worse, "gap": gap,
+                        "gap_stderr": float(np.hypot(nll[worse][1], nll[better][1])), "paper_gap": paper_gap,
+                        "target": target, "ordering_holds": gap > 0,
+                        "target_met": None if target is None else gap >= target})
+    return out
+
+
 def table(out: Path) -> str:
     """Gather ``<out>/<run>/result.json`` into ``table.json``, ``table.md`` and ``curve.png``; return the Markdown."""
     rows = [json.loads((out / r / "result.json").read_text()) for r in RUNS if (out / r / "result.json").exists()]
@@ -162,9 +188,16 @@ def table(out: Path) -> str:
         paper = f"{r['paper_nll']:.2f} ({r['paper_source']})" if r["paper_nll"] else r["paper_source"]
         lines.append(f"| {r['run']} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {units} | {paper} | "
                      f"{r['epochs']} | {r['train_minutes']:.1f} |")
+    found = findings(rows)
+    lines += ["", "| finding | gap (nats) | paper's gap | target | ordering | target met |", "|---|---|---|---|---|---|"]
+    for f in found:
+        target = "—" if f["target"] is None else f"≥ {f['target']:.1f}"
+        met = "—" if f["target_met"] is None else ("yes" if f["target_met"] else "no")
+        lines.append(f"| {f['finding']} | {f['gap']:.2f} ± {f['gap_stderr']:.2f} | {f['paper_gap']:.2f} | {target} | "
+                     f"{'holds' if f['ordering_holds'] else 'reversed'} | {met} |")
     text = "\n".join(lines) + "\n"
     atomic_write(out / "table.md", lambda f: f.write(text.encode()))
-    atomic_write(out / "table.json", lambda f: f.write(json.dumps(rows, indent=1).encode()))
+    atomic_write(out / "table.json", lambda f: f.write(json.dumps({"rows": rows, "findings": found}, indent=1).encode()))
     if rows:
         curve_figure(rows, out / "curve.png")
     return text

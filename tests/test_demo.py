@@ -160,9 +160,12 @@ MODEL_FIGURES = {  # the figures that fit each model, beyond reconstructions, cu
     "dirichlet": ["samples.png", "interpolation.png", "manifold.png", "theta_by_class.png"],
     "iwae": ["samples.png", "interpolation.png", "manifold.png"],
     "flow": ["samples.png", "interpolation.png", "manifold.png"],
+    "hvae": ["samples.png", "interpolation.png", "manifold.png"],
+    "vamp": ["samples.png", "interpolation.png", "manifold.png", "pseudo_inputs.png"],
 }
 OBJECTIVE = {"vae": "neg_elbo", "ae": "neg_log_likelihood", "cvae": "neg_elbo", "dirichlet": "neg_elbo",
-             "iwae": "neg_iwae_bound", "flow": "neg_elbo"}
+             "iwae": "neg_iwae_bound", "flow": "neg_elbo", "hvae": "neg_elbo", "vamp": "neg_elbo"}
+EXTRA = {"vamp": ["--n-pseudo", "5"], "hvae": ["--top-latent-dim", "2", "--top-hidden", "8"]}
 
 
 def _tiny(kind, data_dir, out, *extra):
@@ -176,7 +179,7 @@ def test_every_model_trains_and_draws_its_figures(kind, fake_mnist, tmp_path, ca
     if kind not in MODELS:
         pytest.skip(f"npvae.models has no {kind!r} model yet (issue #9 adds it)")
     out = tmp_path / kind
-    assert _tiny(kind, fake_mnist, out) == 0
+    assert _tiny(kind, fake_mnist, out, *EXTRA.get(kind, [])) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     names = ["reconstructions.png", "curves.png", "latent.png", *MODEL_FIGURES[kind]]
     assert sorted(metrics["figures"]) == sorted(names)
@@ -195,6 +198,9 @@ def test_every_model_trains_and_draws_its_figures(kind, fake_mnist, tmp_path, ca
         assert np.isfinite(metrics["test_log_likelihood"])
         assert ("test -IWAE bound" if kind == "iwae" else "test -ELBO") in printed
         assert metrics["log_likelihood_of"] == ("log p(x|y)" if kind == "cvae" else "log p(x)")
+    if kind == "hvae":  # two stochastic layers: Burda et al.'s active units counted per layer
+        assert len(metrics["active_units_per_layer"]) == 2 and "active units: z1 " in printed
+        assert metrics["model"]["z_dims"] == [2, 2] and metrics["model"]["k"] == 1
 
 
 def test_ae_next_to_a_vae_and_learned_sigma(fake_mnist, tmp_path):

@@ -245,8 +245,10 @@ def _model_instances() -> dict:
     import numpy as np
     from npvae.models import MODELS, build_model
 
+    sizes = {"hvae": {"z_dims": (2, 2), "hidden": ((3,), (3,))}}
     extra = {"cvae": {"n_classes": 3}, "conv": {"image_shape": (1, 2, 2), "channels": (2,)}}
-    return {cls: build_model(kind, x_dim=4, z_dim=2, hidden=(3,), rng=np.random.default_rng(0), **extra.get(kind, {}))
+    return {cls: build_model(kind, x_dim=4, rng=np.random.default_rng(0),
+                             **sizes.get(kind, {"z_dim": 2, "hidden": (3,)}), **extra.get(kind, {}))
             for kind, cls in MODELS.items()}
 
 

@@ -1,14 +1,18 @@
-"""The study guide's figure scripts (demos/guide: reparam, intractable, ancestral, sigma_x, map_prior).
+"""The study guide's figure scripts (demos/guide: reparam, intractable, ancestral, sigma_x, map_prior) and
+their shared helpers (demos/guide/common.py).
 
 Fast real checks of what they compute (no data needed), then each script's ``main`` in
-``--quick`` mode into a temporary folder (needs the real MNIST files: skipped with the
-reason when NPVAE_DATA_DIR is unset, via the ``mnist_dir`` fixture).
+``--quick`` mode into a temporary folder, where it must write its figure and its numbers'
+JSON (needs the real MNIST files: skipped with the reason when NPVAE_DATA_DIR is unset, via
+the ``mnist_dir`` fixture).
 """
+
+import json
 
 import numpy as np
 import pytest
 
-from demos.guide import ancestral, intractable, map_prior, reparam, sigma_x
+from demos.guide import ancestral, common, intractable, map_prior, reparam, sigma_x
 from npvae import VAE
 
 
@@ -109,6 +113,90 @@ def test_exact_log_px_against_grid_sum(tiny_1d):
         intractable.exact_log_px(VAE(30, 2, (4,), rng=np.random.default_rng(0), dtype=np.float64), x)
 
 
+def test_posterior_moments_and_exact_elbo_against_a_grid(tiny_1d):
+    """The true posterior's mean and s.d., and the ELBO of a Gaussian q, against a ten times finer grid;
+    log p(x) - ELBO = KL(q || p(z|x)) >= 0, and 0 only for q = the posterior (not Gaussian here: > 0)."""
+    from scipy.stats import norm
+    model, x = tiny_1d
+    log_px = intractable.exact_log_px(model, x)
+    z = np.linspace(-10, 10, 400001)
+    dz = z[1] - z[0]
+    log_joint = intractable.log_px_given_z(model, x, z[:, None]) + norm.logpdf(z)     # log p(x, z)
+    post = np.exp(log_joint - log_px)
+    mean = np.sum(z * post) * dz
+    sd = np.sqrt(np.sum((z - mean) ** 2 * post) * dz)
+    m, s = intractable.posterior_moments(intractable.LogLikTable(model, x, n=40001), log_px)
+    assert m == pytest.approx(mean, abs=1e-6) and s == pytest.approx(sd, abs=1e-6)
+    mu, logvar = 0.3 * m, np.log(0.8 * s * s)                     # some q, not the posterior
+    log_q = norm.logpdf(z, mu, np.exp(0.5 * logvar))
+    keep = log_q > -700                                           # where q is not 0 in float64
+    elbo_grid = np.sum(np.exp(log_q[keep]) * (log_joint[keep] - log_q[keep])) * dz
+    elbo = intractable.exact_elbo(model, x, mu, logvar)
+    assert elbo == pytest.approx(elbo_grid, abs=1e-5)
+    assert log_px - elbo > 1e-3                                   # the gap is a KL: positive
+
+
+def test_map_summary_verdict_is_computed_from_the_numbers():
+    rng = np.random.default_rng(0)
+    base = rng.normal(-100, 5, 400)
+    rows = [{"lambda": lam, "train": -90.0, "test": float(np.mean(base + shift)), "test_se": 0.25}
+            for lam, shift in ((0.0, 0.0), (0.1, -0.1), (1.0, -3.0))]
+    values = {0.0: base, 0.1: base - 0.1 + rng.normal(0, 0.5, 400), 1.0: base - 3.0}
+    out = map_prior.summarize(rows, values)
+    assert out["improves"] == [] and out["verdict"] == "no λ improves test log p(x) here"
+    assert out["best_lambda"] == 0.0 and out["zero_gap"] == pytest.approx(-90.0 - rows[0]["test"])
+    values[0.1] = base + 1.0 + rng.normal(0, 0.5, 400)             # a clear paired improvement
+    rows[1]["test"] = float(np.mean(values[0.1]))
+    out = map_prior.summarize(rows, values)
+    assert out["improves"] == ["0.1"] and "λ = 0.1 improves" in out["verdict"]
+    assert out["gain_se"]["0.1"] == pytest.approx(np.std(values[0.1] - base, ddof=1) / 20)
+
+
+# ---- common: where a run writes, what it writes ---------------------------------------------------
+def test_parse_args_writes_the_guides_numbers_only_for_the_guides_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "SCRATCH_OUT", tmp_path / "scratch")
+    parser = common.make_parser("x")
+    parser.add_argument("--epochs", type=int, default=None)
+    args = common.parse_args(parser, [])
+    assert args.guide_run and args.out == common.DEFAULT_OUT and args.data == common.DEFAULT_DATA
+    for argv in (["--quick"], ["--epochs", "3"], ["--seed", "1"]):
+        args = common.parse_args(parser, argv)
+        assert not args.guide_run and args.out == args.data == tmp_path / "scratch", argv
+    args = common.parse_args(parser, ["--epochs", "3", "--out", str(tmp_path / "mine")])
+    assert args.out == args.data == tmp_path / "mine" and args.out.is_dir()
+    with pytest.raises(SystemExit):
+        common.parse_args(parser, ["--seed", "-1"])
+
+
+def test_write_numbers_is_plain_json(tmp_path):
+    parser = common.make_parser("x")
+    args = common.parse_args(parser, ["--out", str(tmp_path)])
+    path = common.write_numbers(args, "demo", {"a": np.float32(1.5), "b": np.arange(3), "c": float("inf"),
+                                              "d": {"e": np.int64(4)}}, seconds=12.34)
+    record = json.loads(path.read_text())
+    assert record["script"] == "demos/guide/demo.py" and record["seconds"] == 12.3
+    assert record["numbers"] == {"a": 1.5, "b": [0, 1, 2], "c": None, "d": {"e": 4}}
+    assert record["settings"]["seed"] == 0 and record["cpu_seconds"] > 0
+
+
+def test_save_figure_keeps_the_digit_colours_exact(tmp_path):
+    from matplotlib.colors import to_rgb
+    from matplotlib.figure import Figure
+    from PIL import Image
+    fig = Figure(figsize=(3, 2), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    for d, c in enumerate(common.DIGIT_COLORS):
+        ax.add_patch(__import__("matplotlib.patches", fromlist=["Rectangle"]).Rectangle(
+            (d / 10, 0), 0.1, 1, color=c, antialiased=False))
+    path = common.save_figure(fig, tmp_path / "colours.png")
+    pixels = {tuple(c) for c in np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)}
+    for c in common.DIGIT_COLORS:
+        assert tuple(round(255 * v) for v in to_rgb(c)) in pixels, c
+    with pytest.raises(ValueError, match="png"):
+        common.save_figure(fig, tmp_path / "colours.jpg")
+
+
 def test_toy_mixture_density_integrates_to_one():
     g1, g2 = np.meshgrid(np.linspace(-6, 6, 121), np.linspace(-3, 3, 61))
     d = intractable.toy_mixture_density(g1, g2, n_z=401)
@@ -170,3 +258,5 @@ def test_script_quick(script, figures, mnist_dir, tmp_path, monkeypatch):
     for name in figures:
         path = tmp_path / name
         assert path.is_file() and 0 < path.stat().st_size < 300 * 1024
+    record = json.loads((tmp_path / f"{script.__name__.rsplit('.', 1)[1]}.json").read_text())
+    assert record["settings"]["quick"] is True and record["numbers"]

@@ -9,6 +9,7 @@ forms of the Gaussian KL agreeing (and matching quadrature), the "off the data" 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -84,6 +85,15 @@ def test_traversal_grid_shape_and_content():
         traversals.traversal_grid(model, z0, units=[3])
 
 
+def test_traversal_tiles_have_gaps_and_a_white_split():
+    rows = [[np.full(784, 1.0)] * 4 for _ in range(2)]            # black tiles
+    img = traversals._tiles(rows, gap=2, gap_value=0.3, split=1, split_gap=10)
+    assert img.shape == (2 * (28 + 2) + 2, 2 + 28 + 10 + 3 * 28 + 2 * 2 + 2)
+    assert np.all(img[2:30, 30:40] == 0.0) and np.all(img[32:60, 30:40] == 0.0)   # the white split column
+    assert np.all(img[0, :] == 0.3) and np.all(img[30:32, 2:30] == 0.3)             # grey gaps between rows
+    assert np.all(img[2:30, 2:30] == 1.0)                                            # a tile itself
+
+
 # ---- vae_vs_ae --------------------------------------------------------------------------------
 def test_inside_prior_fraction():
     codes = np.random.default_rng(0).normal(size=(20_000, 2))
@@ -101,6 +111,8 @@ def test_traversals_quick(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("NPVAE_DATA_DIR", str(mnist_dir))
     results = traversals.main(["--quick", "--out", str(tmp_path)])
     _check_png(tmp_path / "guide_traversals.png")
+    numbers = json.loads((tmp_path / "traversals.json").read_text())["numbers"]
+    assert set(numbers["betas"]) == {f"{b:g}" for b in traversals.BETAS}
     assert set(results) == set(traversals.BETAS)
     for r in results.values():
         assert r["grid"].shape == (traversals.Z_DIM, traversals.STEPS, 784)
@@ -113,6 +125,8 @@ def test_collapse_quick(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("NPVAE_DATA_DIR", str(mnist_dir))
     runs = collapse.main(["--quick", "--out", str(tmp_path)])
     _check_png(tmp_path / "guide_collapse.png")
+    summary = json.loads((tmp_path / "collapse.json").read_text())["numbers"]["summary"]
+    assert summary["final_active"]["none"] == list(runs.values())[0]["active"][-1]
     assert len(runs) == 2
     for r in runs.values():
         assert r["kl_per_dim"].shape == (2, collapse.Z_DIM)
@@ -126,6 +140,9 @@ def test_vae_vs_ae_quick(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("NPVAE_DATA_DIR", str(mnist_dir))
     results = vae_vs_ae.main(["--quick", "--out", str(tmp_path)])
     _check_png(tmp_path / "guide_vae_vs_ae.png")
+    numbers = json.loads((tmp_path / "vae_vs_ae.json").read_text())["numbers"]
+    assert numbers["VAE"]["inside"] == results["VAE"]["inside"]
+    np.testing.assert_allclose(numbers["AE"]["code_mean"], results["AE"]["codes"].mean(0), rtol=1e-5)
     assert set(results) == {"AE", "VAE"}
     for r in results.values():
         assert r["decoded"].shape == (vae_vs_ae.N_DRAWS, 784)

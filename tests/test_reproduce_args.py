@@ -1,4 +1,4 @@
-"""benchmarks/reproduce_iwae.py checks every argument (issue #21, item 6), with the demo's one-line errors.
+"""benchmarks/reproduce_iwae.py and reproduce_equal_epochs.py check every argument (issue #21, item 6; issue 20), with the demo's one-line errors.
 
 Before: ``--batch-size 0``, ``--train-limit 0``, ``--budget-minutes nan``, a bad plan.json and a
 truncated checkpoint ended in tracebacks; ``--eval-k 0`` failed only after training;
@@ -7,6 +7,7 @@ truncated checkpoint ended in tracebacks; ``--eval-k 0`` failed only after train
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import reproduce_iwae
@@ -82,3 +83,41 @@ def test_a_run_folder_in_use_is_refused(fake_mnist, tmp_path, monkeypatch, capsy
         os.close(fd)
     err = capsys.readouterr().err
     assert f"got {tmp_path / 'vae'} locked by the run with pid {os.getpid()}" in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/reproduce_equal_epochs.py (issue 20): every run at one budget, resumable
+# ----------------------------------------------------------------------------------------------
+from benchmarks import reproduce_equal_epochs as equal  # noqa: E402
+
+
+def test_equal_epochs_runs_resumes_and_tabulates(fake_mnist, tmp_path, monkeypatch, capsys):
+    """A two-layer run trains, measures its curve, resumes from its checkpoint to a longer budget
+    (keeping the curve points already measured) and lands in the table with one active-unit count per layer."""
+    monkeypatch.setenv("NPVAE_DATA_DIR", str(fake_mnist))
+    monkeypatch.setattr(equal, "CURVE_K", 3)
+    monkeypatch.setitem(equal.RUNS, "vae_2l", ("hvae", {**equal.TWO_LAYERS, "z_dims": (3, 2), "hidden": ((16,), (8,)),
+                                                        "k": 1}, (85.33, "Burda et al. 2016, Table 1")))
+    argv = ["--run", "vae_2l", "--train-limit", "200", "--test-limit", "20", "--eval-k", "4", "--quiet",
+            "--out", str(tmp_path)]
+    assert equal.main([*argv, "--epochs", "2"]) == 0
+    curve = json.loads((tmp_path / "vae_2l" / "curve.json").read_text())
+    assert [c["epoch"] for c in curve] == [1, 2]
+    assert equal.main([*argv, "--epochs", "5"]) == 0   # resumed at epoch 2, not started again
+    assert "resumed at epoch 2 of 5" in capsys.readouterr().out
+    result = json.loads((tmp_path / "vae_2l" / "result.json").read_text())
+    assert [c["epoch"] for c in result["curve"]] == [1, 2, 5] and result["curve"][:2] == curve
+    assert result["epochs"] == 5 and len(result["active_units"]) == 2 and result["z_dims"] == [3, 2]
+    assert result["test_images"] == 20 and result["k"] == 4 and np.isfinite(result["nll"])
+    assert equal.curve_epochs(100) == [1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    table = (tmp_path / "table.md").read_text()
+    assert "| vae_2l | " in table and " + " in table and (tmp_path / "curve.png").stat().st_size < 300_000
+
+
+def test_equal_epochs_refuses_bad_arguments(capsys, no_data):
+    with pytest.raises(SystemExit) as info:
+        equal.main([])
+    assert info.value.code == 2 and "--run: expected one of vae, iwae5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        equal.main(["--run", "vae", "--epochs", "0"])
+    assert info.value.code == 2 and "argument --epochs: expected an integer >= 1, got 0" in capsys.readouterr().err

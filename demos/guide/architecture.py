@@ -41,88 +41,99 @@ from demos.guide import common
 
 #: (name, centre x, centre y, width, height, text, face colour)
 BOXES = [
-    ("x", 0.8, 3.0, 1.1, 1.0, "x\nimage\n(B, 784)", "#dddddd"),
-    ("enc", 2.75, 3.0, 1.9, 1.3, "encoder MLP  φ\n784 → 400 → 2J\nVAE.encoder", "#cfe2f3"),
-    ("mu", 4.85, 3.75, 1.4, 0.75, "μ  (B, J)\nsplit_mu_logvar", "#cfe2f3"),
-    ("lv", 4.85, 2.25, 1.4, 0.75, "logvar  (B, J)\nσ = exp(logvar/2)", "#cfe2f3"),
-    ("eps", 6.95, 5.15, 1.7, 0.75, "ε ~ N(0, I)  (B, J)\nsample_eps", "#fff2cc"),
-    ("z", 6.95, 3.0, 1.75, 1.0, "z = μ + σ ⊙ ε\n(B, J)\nreparameterize", "#d9ead3"),
-    ("dec", 9.15, 3.0, 1.9, 1.3, "decoder MLP  θ\nJ → 400 → 784\nVAE.decoder", "#f4cccc"),
-    ("logits", 11.15, 3.0, 1.3, 1.0, "logits l\n(B, 784)", "#f4cccc"),
-    ("rec", 13.2, 3.0, 2.1, 1.2, "−log p(x|z)\n= Σ softplus(l) − x·l\nbernoulli_log_prob", "#f4cccc"),
-    ("kl", 6.0, 0.85, 3.3, 1.0, "KL(q(z|x) ‖ p(z)), closed form\n½ Σ (μ² + e^logvar − logvar − 1)\n"
+    ("x", 0.75, 3.1, 1.2, 1.1, "x\nimage\n(B, 784)", "#dddddd"),
+    ("enc", 2.8, 3.1, 2.2, 1.6, "encoder MLP φ\n784 → 400 → 2J\nh = [h₁, h₂]\nVAE.encoder", "#cfe2f3"),
+    ("mu", 5.4, 4.35, 1.7, 0.8, "μ = h₁  (B, J)", "#cfe2f3"),
+    ("lv", 5.4, 1.95, 2.1, 1.05, "logvar = clip(h₂,\n−20, 10)  (B, J)\nσ = exp(logvar/2)", "#cfe2f3"),
+    ("eps", 8.6, 5.5, 2.2, 0.8, "ε ~ N(0, I)  (B, J)\nsample_eps", "#fff2cc"),
+    ("z", 8.6, 3.1, 2.0, 1.15, "z = μ + σ ⊙ ε\n(B, J)\nreparameterize", "#d9ead3"),
+    ("dec", 10.95, 3.1, 1.9, 1.5, "decoder MLP θ\nJ → 400 → 784\nVAE.decoder", "#f4cccc"),
+    ("logits", 12.85, 3.1, 1.3, 1.05, "logits l\n(B, 784)", "#f4cccc"),
+    ("rec", 14.9, 3.1, 2.3, 1.35, "−log p(x|z) =\nΣ softplus(l) − x·l\nbernoulli_log_prob", "#f4cccc"),
+    ("kl", 7.6, 0.1, 3.9, 1.15, "KL(q(z|x) ‖ p(z)), closed form\n½ Σ (μ² + e^logvar − logvar − 1)\n"
      "gaussian_kl", "#ead1dc"),
-    ("loss", 13.2, 0.85, 2.1, 1.0, "loss = mean over batch of\n−log p(x|z) + β·KL\n(nats per example)", "#eeeeee"),
+    ("loss", 14.9, 0.1, 2.3, 1.15, "loss = batch mean of\n−log p(x|z) + β·KL\n(nats per example)", "#eeeeee"),
 ]
+RED = "crimson"
 
 
 def draw(path) -> Path:
-    """Draw the boxes, the forward arrows (black), ε's side input (orange) and the gradient path (red, dashed)."""
-    fig = Figure(figsize=(14.5, 6.4), dpi=80)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 0.9))
-    ax.set_xlim(0, 14.5)
-    ax.set_ylim(-0.1, 6.1)
-    ax.set_axis_off()
-    box = {}
-    for name, cx, cy, w, h, text, colour in BOXES:
-        ax.add_patch(FancyBboxPatch((cx - w / 2, cy - h / 2), w, h, boxstyle="round,pad=0.05", fc=colour,
-                                    ec="black", lw=1.2))
-        ax.text(cx, cy, text, ha="center", va="center", fontsize=9.5)
-        box[name] = (cx, cy, w, h)
+    """Draw the boxes, the forward arrows (black), ε's side input (orange) and every gradient arrow (red, dashed)."""
+    with common.guide_style():
+        fig = Figure(figsize=(13.2, 7.4), dpi=80)
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0, 0, 1, 0.88))
+        ax.set_xlim(-0.05, 16.2)
+        ax.set_ylim(-1.05, 6.05)
+        ax.set_axis_off()
+        box = {}
+        for name, cx, cy, w, h, text, colour in BOXES:
+            ax.add_patch(FancyBboxPatch((cx - w / 2, cy - h / 2), w, h, boxstyle="round,pad=0.05", fc=colour,
+                                        ec="black", lw=1.2))
+            ax.text(cx, cy, text, ha="center", va="center", fontsize=11.5)
+            box[name] = (cx, cy, w, h)
 
-    def side(name, where):
-        cx, cy, w, h = box[name]
-        return {"l": (cx - w / 2 - 0.05, cy), "r": (cx + w / 2 + 0.05, cy), "t": (cx, cy + h / 2 + 0.05),
-                "b": (cx, cy - h / 2 - 0.05)}[where]
+        def edge(name, where, shift=0.0):
+            """A point just outside a box's left/right/top/bottom edge, moved along that edge by ``shift``."""
+            cx, cy, w, h = box[name]
+            return {"l": (cx - w / 2 - 0.07, cy + shift), "r": (cx + w / 2 + 0.07, cy + shift),
+                    "t": (cx + shift, cy + h / 2 + 0.07), "b": (cx + shift, cy - h / 2 - 0.07)}[where]
 
-    def arrow(a, b, colour="black", style="-|>", ls="-", rad=0.0, lw=1.5):
-        ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=14, color=colour, lw=lw, linestyle=ls,
-                                     connectionstyle=f"arc3,rad={rad}", shrinkA=0, shrinkB=0))
+        def arrow(a, b, colour="black", ls="-", rad=0.0, lw=1.6):
+            ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=15, color=colour, lw=lw,
+                                         linestyle=ls, connectionstyle=f"arc3,rad={rad}", shrinkA=0, shrinkB=0))
 
-    # forward pass
-    arrow(side("x", "r"), side("enc", "l"))
-    arrow(side("enc", "r"), side("mu", "l"))
-    arrow(side("enc", "r"), side("lv", "l"))
-    arrow(side("mu", "r"), side("z", "l"))
-    arrow(side("lv", "r"), side("z", "l"))
-    arrow(side("eps", "b"), side("z", "t"), colour="darkorange", lw=2)
-    arrow(side("z", "r"), side("dec", "l"))
-    arrow(side("dec", "r"), side("logits", "l"))
-    arrow(side("logits", "r"), side("rec", "l"))
-    arrow(side("x", "t"), (13.2, 3.65), rad=-0.18, lw=1.0)          # x is also the target of the likelihood
-    arrow((5.6, 3.55), (6.0, 1.4))                                   # mu -> KL
-    arrow((4.7, 1.82), (4.7, 1.4))                                   # logvar -> KL
-    arrow(side("rec", "b"), side("loss", "t"))
-    arrow(side("kl", "r"), side("loss", "l"))
-    ax.text(9.6, 4.45, "x is also the target of p(x|z)", fontsize=8.5, color="dimgray")
-    # gradient path (backward), drawn offset below the forward arrows
-    red = dict(colour="crimson", ls="--", lw=1.6)
-    off = -0.32
-    arrow((box["rec"][0] - 1.1, 3.0 + off), (box["logits"][0] + 0.7, 3.0 + off), **red)
-    arrow((box["logits"][0] - 0.7, 3.0 + off), (box["dec"][0] + 1.0, 3.0 + off), **red)
-    arrow((box["dec"][0] - 1.0, 3.0 + off), (box["z"][0] + 0.92, 3.0 + off), **red)
-    arrow((box["z"][0] - 0.92, 3.0 + off + 0.05), (box["mu"][0] + 0.75, 3.6), **red)
-    arrow((box["z"][0] - 0.92, 3.0 + off - 0.05), (box["lv"][0] + 0.75, 2.1), **red)
-    arrow((5.05, 1.4), (5.05, 1.82), **red)                         # KL -> logvar (and mu)
-    arrow((box["mu"][0] - 0.75, 3.55), (box["enc"][0] + 1.0, 2.75), **red)
-    ax.text(6.0, 0.12, "∂KL/∂μ = μ,  ∂KL/∂logvar = (σ² − 1)/2", ha="center", fontsize=8.5, color="crimson")
-    ax.text(6.3, 2.35, "∂z/∂μ = 1\n∂z/∂logvar = σε/2", va="top", fontsize=8.5, color="crimson")
-    ax.text(7.85, 4.05, "no gradient into ε\n(it is an input)", fontsize=8.5, color="darkorange")
-    # legend
-    lx, ly = 0.25, 0.75
-    ax.plot([lx, lx + 0.6], [ly, ly], color="black", lw=1.5)
-    ax.text(lx + 0.7, ly, "forward pass", va="center", fontsize=9)
-    ax.plot([lx, lx + 0.6], [ly - 0.35, ly - 0.35], color="crimson", lw=1.6, ls="--")
-    ax.text(lx + 0.7, ly - 0.35, "gradient (VAE.backward)", va="center", fontsize=9)
-    ax.plot([lx, lx + 0.6], [ly - 0.7, ly - 0.7], color="darkorange", lw=2)
-    ax.text(lx + 0.7, ly - 0.7, "noise, a side input", va="center", fontsize=9)
-    fig.text(0.5, 0.955, "The VAE of npvae.models.VAE (784-400-J, Bernoulli decoder): q_φ(z|x) = N(μ, diag σ²), "
-             "p(z) = N(0, I), p_θ(x|z) = Bernoulli(sigmoid(l))", ha="center", fontsize=11.5)
-    fig.text(0.5, 0.915, "encoder and KL branch: q_φ(z|x) (blue, purple); sampling (green, orange); decoder and "
-             "likelihood: p_θ(x|z) (red). Shapes for a batch of B images, J = z_dim.", ha="center", fontsize=9.5,
-             color="dimgray")
-    return common.save_figure(fig, path)
+        def grad(a, b, rad=0.0):
+            arrow(a, b, colour=RED, ls="--", rad=rad, lw=1.7)
+
+        # ---- forward pass (black) ----
+        arrow(edge("x", "r"), edge("enc", "l"))
+        arrow(edge("enc", "r", 0.5), edge("mu", "l", 0.0))
+        arrow(edge("enc", "r", -0.45), edge("lv", "l", 0.15))
+        arrow(edge("mu", "r", 0.0), edge("z", "l", 0.4))
+        arrow(edge("lv", "r", 0.35), edge("z", "l", -0.2))
+        arrow(edge("eps", "b"), edge("z", "t"), colour="darkorange", lw=2.2)
+        arrow(edge("z", "r", 0.15), edge("dec", "l", 0.15))
+        arrow(edge("dec", "r", 0.15), edge("logits", "l", 0.15))
+        arrow(edge("logits", "r", 0.15), edge("rec", "l", 0.15))
+        arrow(edge("x", "t"), edge("rec", "t", -0.4), rad=-0.15, lw=1.0)      # x is also the target of p(x|z)
+        arrow(edge("mu", "b", 0.7), edge("kl", "t", -0.6))                    # mu -> KL
+        arrow(edge("lv", "b", 0.35), edge("kl", "t", -1.85))                  # logvar -> KL
+        arrow(edge("rec", "b", -0.35), edge("loss", "t", -0.35))
+        arrow(edge("kl", "r", 0.2), edge("loss", "l", 0.2))
+        ax.text(11.3, 5.1, "x is also the target of p(x|z)", fontsize=10.5, color="dimgray")
+        # ---- backward pass (red, dashed): every forward arrow that carries a gradient, reversed ----
+        grad(edge("loss", "t", 0.35), edge("rec", "b", 0.35))                 # loss -> reconstruction term
+        grad(edge("loss", "l", -0.2), edge("kl", "r", -0.2))                  # loss -> KL term (times beta)
+        grad(edge("rec", "l", -0.25), edge("logits", "r", -0.25))
+        grad(edge("logits", "l", -0.25), edge("dec", "r", -0.25))
+        grad(edge("dec", "l", -0.25), edge("z", "r", -0.25))
+        grad(edge("z", "l", 0.15), edge("mu", "r", -0.25))                    # dz/dmu = 1
+        grad(edge("z", "l", -0.45), edge("lv", "r", 0.05))                    # dz/dlogvar = sigma eps / 2
+        grad(edge("kl", "t", -0.3), edge("mu", "b", 0.4 + 0.55))              # dKL/dmu = mu
+        grad(edge("kl", "t", -1.5), edge("lv", "b", 0.7))                     # dKL/dlogvar = (sigma^2 - 1)/2
+        grad(edge("mu", "l", -0.25), edge("enc", "r", 0.25))                  # mu = h1: identity
+        grad(edge("lv", "l", -0.15), edge("enc", "r", -0.7))                  # through the clip
+        ax.text(7.5, 3.88, "∂z/∂μ = 1", fontsize=10.5, color=RED, ha="left")
+        ax.text(7.7, 2.2, "∂z/∂logvar = σε/2", fontsize=10.5, color=RED, ha="left", va="center")
+        ax.text(7.6, -0.78, "∂KL/∂μ = μ,  ∂KL/∂logvar = (σ² − 1)/2", ha="center", fontsize=10.5, color=RED,
+                va="top")
+        ax.text(2.2, 2.1, "through the clip:\n× 1[−20 ≤ h₂ ≤ 10]\n(no gradient where\nh₂ is clipped)",
+                fontsize=10.5, color=RED, ha="center", va="top")
+        ax.text(11.7, -0.35, "× 1 and × β", fontsize=10.5, color=RED, ha="center", va="top")
+        ax.text(8.75, 4.2, "no gradient into ε (an input)", fontsize=10.5, color="darkorange")
+        # ---- legend ----
+        lx, ly = 0.1, 5.75
+        for i, (colour, ls, lw, text) in enumerate((("black", "-", 1.6, "forward pass"),
+                                                    (RED, "--", 1.7, "gradient (VAE.backward)"),
+                                                    ("darkorange", "-", 2.2, "noise, a side input"))):
+            ax.plot([lx, lx + 0.6], [ly - 0.4 * i] * 2, color=colour, lw=lw, ls=ls)
+            ax.text(lx + 0.75, ly - 0.4 * i, text, va="center", fontsize=11)
+        fig.text(0.5, 0.955, "The VAE of npvae.models.VAE (784-400-J, Bernoulli decoder): q_φ(z|x) = N(μ, diag σ²), "
+                 "p(z) = N(0, I), p_θ(x|z) = Bernoulli(sigmoid(l))", ha="center", fontsize=13)
+        fig.text(0.5, 0.905, "blue, purple: the encoder q_φ(z|x) and the KL; green, orange: sampling; red: the decoder "
+                 "p_θ(x|z). Shapes for a batch of B images, J = z_dim.", ha="center", fontsize=11, color="dimgray")
+        return common.save_figure(fig, path)
 
 
 def run(args) -> dict:

@@ -1,18 +1,24 @@
 """Shared helpers for the study guide's figure scripts (``demos/guide/*.py``).
 
 Every guide script is seeded, reproducible and runnable as ``python demos/guide/<name>.py``
-(full size, < 2 minutes on 2 cores) or with ``--quick`` (tiny sizes, for CI: a few hundred
-images, 1 epoch, small k). What lives here:
+(full size; docs/guide.md states each one's measured time) or with ``--quick`` (tiny sizes,
+for CI: a few hundred images, 1 epoch, small k). What lives here:
 
-* :func:`make_parser` / :func:`parse_args` - the common flags ``--quick``, ``--out``
-  (default ``docs/figures``), ``--seed``;
+* :func:`make_parser` / :func:`parse_args` - the common flags ``--quick``, ``--out``,
+  ``--seed``. A run with the guide's own settings writes its figure to ``docs/figures``
+  and its numbers to ``docs/guide_data``; any other run (``--quick``, another seed, any
+  flag changed) writes both to :data:`SCRATCH_OUT` unless ``--out`` is given, so that an
+  exercise never overwrites what the guide quotes;
 * :func:`load_subset` - a seeded random subset of MNIST through :func:`npvae.load_mnist`
   (which reads ``NPVAE_DATA_DIR``), as uint8 (N, 784) images and (N,) labels;
 * :func:`binarize` - one Bernoulli(pixel/255) draw of uint8 images, as float;
 * :func:`train_model` / :func:`train_vae` - train with npvae's public ``Trainer``,
   ``TrainConfig`` and ``Adam`` / ``AdamW``;
-* :func:`save_figure` - write a matplotlib figure as a small PNG (npvae.plots' palette
-  encoder) and check it is under 300 KB.
+* :func:`guide_style` and the colours every guide figure shares (:data:`IMAGE_CMAP` for
+  images, :data:`HEAT_CMAP` for heat maps, :data:`DIGIT_COLORS`, :data:`COLORS`);
+* :func:`save_figure` - write a matplotlib figure as a small PNG and check it is under 300 KB;
+* :func:`write_numbers` - write the numbers the guide quotes as JSON (``docs/guide_data``),
+  which ``tests/test_guide_numbers.py`` compares with the guide's text.
 
 Run from the repository root or anywhere: the scripts put the repository root on
 ``sys.path`` themselves (``demos/guide`` is a package, so ``python -m demos.guide.<name>``
@@ -22,6 +28,7 @@ works too).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -39,34 +46,93 @@ matplotlib.use("Agg")
 
 from npvae import VAE, Adam, AdamW, TrainConfig, Trainer, load_mnist  # noqa: E402
 from npvae import data as npdata  # noqa: E402
-from npvae.plots import _save  # noqa: E402
 
-__all__ = ["REPO", "DEFAULT_OUT", "MAX_FIGURE_BYTES", "make_parser", "parse_args", "load_subset", "binarize",
-           "train_model", "train_vae", "save_figure", "Timer"]
+__all__ = ["REPO", "DEFAULT_OUT", "DEFAULT_DATA", "SCRATCH_OUT", "MAX_FIGURE_BYTES", "IMAGE_CMAP", "HEAT_CMAP",
+           "DIGIT_COLORS", "COLORS", "STYLE", "make_parser", "parse_args", "load_subset", "binarize", "train_model",
+           "train_vae", "guide_style", "save_figure", "write_numbers", "Timer"]
 
 DEFAULT_OUT = REPO / "docs" / "figures"
+DEFAULT_DATA = REPO / "docs" / "guide_data"
+#: where a run with other settings than the guide's writes its figure and numbers (unless --out is given)
+SCRATCH_OUT = Path(os.environ.get("TMPDIR", "/tmp")) / "npvae_guide"
 MAX_FIGURE_BYTES = 300 * 1024
+
+# ---- one look for every guide figure ------------------------------------------------------------
+#: images (digits, decoder means, traversals): black ink on white, 0 = white, 1 = black
+IMAGE_CMAP = "gray_r"
+#: heat maps (KL per unit against epochs, ...): one sequential map, dark = 0
+HEAT_CMAP = "viridis"
+#: one colour per digit 0-9 (tab10, exact: :func:`save_figure` keeps them)
+DIGIT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+#: the same quantity in the same colour in every figure
+COLORS = {
+    "prior": "black",            # p(z) (dashed where drawn as a density)
+    "posterior": "#d62728",      # the true posterior p(z|x), by quadrature
+    "q": "#1f77b4",              # the encoder's q(z|x)
+    "naive": "#d62728",          # estimates that sample the prior
+    "importance": "#1f77b4",     # estimates that sample q(z|x)
+    "score function": "#d62728",
+    "score function + baseline": "#ff7f0e",
+    "pathwise": "#1f77b4",
+    "AE": "#ff7f0e",
+    "VAE": "#1f77b4",
+    "train": "#7f7f7f",
+    "test": "#1f77b4",
+    "reconstruction": "#1f77b4",
+    "kl": "#d62728",
+}
+#: matplotlib settings of :func:`guide_style`: the guide shows a figure about 900 px wide, so a
+#: figure of at most ~11 inches at 100 dpi with 11-12 pt text stays readable there
+STYLE = {
+    "font.size": 11, "axes.titlesize": 11.5, "axes.labelsize": 11, "xtick.labelsize": 10, "ytick.labelsize": 10,
+    "legend.fontsize": 10, "figure.titlesize": 12.5, "axes.grid": False, "image.cmap": IMAGE_CMAP,
+    "lines.linewidth": 1.8, "savefig.dpi": 100, "figure.dpi": 100,
+}
+
+
+def guide_style():
+    """``with guide_style(): ...``: draw a figure with :data:`STYLE` (matplotlib.rc_context)."""
+    return matplotlib.rc_context(STYLE)
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:
-    """An ArgumentParser with ``--quick``, ``--out DIR`` (default docs/figures) and ``--seed INT`` (default 0).
+    """An ArgumentParser with ``--quick``, ``--out DIR`` and ``--seed INT`` (default 0).
 
-    Scripts add their own flags to it, then call :func:`parse_args`.
+    Scripts add their own flags to it, then call :func:`parse_args`. ``--out`` defaults to
+    docs/figures for a run with the guide's settings and to :data:`SCRATCH_OUT` otherwise.
     """
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (a few hundred images, 1 epoch, small k): seconds, for CI")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for the figure (default {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"folder for the figure and the numbers' JSON (default: {DEFAULT_OUT} and "
+                        f"{DEFAULT_DATA} for the guide's settings, {SCRATCH_OUT} for any other run)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random stream (default 0)")
     return p
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse ``argv`` (None: sys.argv[1:]); checks ``--seed >= 0`` and creates ``--out``."""
+    """Parse ``argv`` (None: sys.argv[1:]); checks ``--seed >= 0``, resolves and creates ``--out``.
+
+    Sets ``args.out`` (the figures' folder) and ``args.data`` (the JSON's folder):
+    docs/figures and docs/guide_data when every flag has its default (the run the guide
+    quotes); otherwise :data:`SCRATCH_OUT` for both, unless ``--out`` is given (then both go
+    there). ``args.guide_run`` is True for the guide's own run.
+    """
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error(f"--seed: expected an integer >= 0, got {args.seed}")
+    changed = [a.dest for a in parser._actions
+               if a.dest not in ("help", "out") and getattr(args, a.dest, None) != a.default]
+    args.guide_run = not changed and args.out is None
+    if args.out is None:
+        args.out = DEFAULT_OUT if not changed else SCRATCH_OUT
+        if changed:
+            print(f"not the guide's settings ({', '.join('--' + c.replace('_', '-') for c in changed)}): "
+                  f"writing to {SCRATCH_OUT}")
     args.out = Path(args.out)
+    args.data = DEFAULT_DATA if args.out.resolve() == DEFAULT_OUT.resolve() else args.out
     args.out.mkdir(parents=True, exist_ok=True)
     return args
 
@@ -135,16 +201,78 @@ def train_vae(images: np.ndarray, *, z_dim: int = 20, hidden=(400,), likelihood:
 
 
 def save_figure(fig, path) -> Path:
-    """Write ``fig`` as a PNG at ``path`` (npvae.plots' 8-bit grey / 256-colour palette encoder, atomic).
+    """Write ``fig`` as a PNG at ``path`` (8-bit grey or a 256-colour palette, atomic) and return the Path.
 
-    Returns the Path. Raises ValueError if ``path`` does not end in .png or the file is
-    300 KB or more (then make the figure smaller instead of committing it).
+    A figure with at most 256 distinct colours keeps them exactly (so the digit colours of a
+    scatter stay distinct); otherwise Pillow's octree quantizer picks 256. Raises ValueError
+    if ``path`` does not end in .png or the file is 300 KB or more (then make the figure
+    smaller instead of committing it).
     """
-    path = _save(fig, path)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    from npvae.checkpoint import atomic_write
+
+    path = Path(path)
+    if path.suffix != ".png":
+        raise ValueError(f"path: expected a file name ending in .png, got {str(path)!r}")
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+    if (rgb == rgb[..., :1]).all():
+        img = Image.fromarray(np.ascontiguousarray(rgb[..., 0]))          # grey: 8-bit "L"
+    else:
+        colours, index = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+        if len(colours) <= 256:                                           # exact: one palette entry per colour
+            img = Image.fromarray(index.reshape(rgb.shape[:2]).astype(np.uint8), mode="P")
+            img.putpalette(colours.astype(np.uint8).ravel().tolist())
+        else:
+            img = Image.fromarray(rgb).quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: img.save(f, format="PNG", optimize=True, dpi=(100, 100)))
     size = os.path.getsize(path)
     if size >= MAX_FIGURE_BYTES:
         raise ValueError(f"{path}: figure is {size / 1024:.0f} KB, expected < 300 KB")
-    print(f"wrote {path} ({size / 1024:.0f} KB)")
+    print(f"wrote {path} ({size / 1024:.0f} KB, {img.size[0]}x{img.size[1]} px)")
+    return path
+
+
+def _plain(value):
+    """``value`` with numpy scalars and arrays turned into Python floats, ints and lists, inf and nan into
+    None (for JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None                                      # JSON has no inf/nan: null
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_numbers(args, name: str, numbers: dict, *, seconds: float | None = None) -> Path:
+    """Write ``numbers`` (a dict of floats, ints, lists, dicts; numpy allowed) to ``args.data/<name>.json``.
+
+    The file also records the script, its settings (every flag), the wall time ``seconds``
+    of the run if given, and ``cpu_seconds``, the process's CPU time so far (the time the run
+    takes on one free core; the wall time grows when other processes share the cores). docs/guide_data/<name>.json is what docs/guide.md quotes and
+    ``tests/test_guide_numbers.py`` checks. Written atomically; returns the Path.
+    """
+    from npvae.checkpoint import atomic_write
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "data", "guide_run")}
+    record = {"script": f"demos/guide/{name}.py", "settings": _plain(settings), "numbers": _plain(numbers)}
+    if seconds is not None:
+        record["seconds"] = round(float(seconds), 1)
+    record["cpu_seconds"] = round(time.process_time(), 1)   # this process's CPU time so far (one thread: ~ wall time)
+    text = json.dumps(record, indent=1, sort_keys=False, allow_nan=False) + "\n"
+    path = atomic_write(Path(args.data) / f"{name}.json", lambda f: f.write(text.encode()))
+    print(f"wrote {path}")
     return path
 
 

@@ -39,6 +39,8 @@ estimator (backpropagation through :math:`z = \mu + \sigma\epsilon`, exactly wha
 baseline :math:`b(x_n)` = the mean of f over 100 separate draws). :func:`total_variance`
 sums the per-coordinate variances over all encoder weights (the trace of the covariance).
 
+Flags (part 2): ``--z-dim``, ``--epochs``, ``--batch``. Numbers: docs/guide_data/reparam.json.
+
 Printed: for each cost, the exact variances at k = 1 (SF, SF+baseline, PW, for μ and σ);
 for MNIST, the total variance of each estimator and the ratios SF/PW and SF+baseline/PW.
 Figure: docs/figures/guide_reparam_variance.png.
@@ -47,11 +49,14 @@ Figure: docs/figures/guide_reparam_variance.png.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import matplotlib.lines
+import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 from scipy import integrate
@@ -60,7 +65,6 @@ from demos.guide import common
 from npvae import distributions as dist
 
 ESTIMATORS = ("score function", "score function + baseline", "pathwise")
-COLORS = {"score function": "tab:red", "score function + baseline": "tab:orange", "pathwise": "tab:blue"}
 
 #: cost name -> (f(z, k), f'(z, k), grid of k for the figure)
 COSTS = {
@@ -228,18 +232,17 @@ def total_variance(var: np.ndarray) -> float:
 
 
 def run(args) -> dict:
-    """Compute both parts, draw the figure, print the numbers; returns them (a dict)."""
+    """Compute both parts, draw the figure, print the numbers, write the JSON; returns the numbers (a dict)."""
+    t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     mu0, sigma0 = 1.0, 1.0
     n_mc = 300 if args.quick else 2000
     n_k = 6 if args.quick else 25
-    results = {"toy": {}}
-    fig = Figure(figsize=(16, 7.6))
-    axes = fig.subplots(2, 4)
-    for col, (cname, (f, df, ks)) in enumerate(COSTS.items()):
+    results = {"toy": {}, "toy_k1": {}}
+    for cname, (f, df, ks) in COSTS.items():
         ks = ks if not args.quick else np.linspace(ks[0], ks[-1], n_k)
-        for row, wrt in enumerate(("mu", "sigma")):
-            ax = axes[row, col]
+        results["toy"][cname] = {}
+        for wrt in ("mu", "sigma"):
             exact = {name: [] for name in ESTIMATORS}
             mc = {name: [] for name in ESTIMATORS}
             for k in ks:
@@ -250,73 +253,128 @@ def run(args) -> dict:
                 for name in ESTIMATORS:
                     exact[name].append(ex[name][1])
                     mc[name].append(est[name][1:])
-            for name in ESTIMATORS:
-                ax.plot(ks, exact[name], color=COLORS[name], lw=1.8, label=f"{name} (exact, quad)")
-                v, se = np.array(mc[name]).T
-                ax.errorbar(ks, v, yerr=2 * se, fmt="o", ms=2.5, color=COLORS[name], alpha=0.6, lw=0.8)
-            ax.set_yscale("log")
-            ax.set_xlabel("k")
-            ax.set_title(f"∂/∂{'μ' if wrt == 'mu' else 'σ'} E[{cname}], z ~ N(1, 1)", fontsize=10)
-            ax.grid(alpha=0.3, which="both", lw=0.4)
-            if col == 0:
-                ax.set_ylabel("variance per sample")
+            results["toy"][cname][wrt] = {"k": ks, "exact": exact, "mc": {n: np.array(v) for n, v in mc.items()}}
             ex1 = exact_variance(lambda z: f(z, 1.0), lambda z: df(z, 1.0), mu0, sigma0, wrt)
-            results["toy"][f"{cname}, d/d{wrt}, k=1"] = {name: ex1[name][1] for name in ESTIMATORS}
-    axes[0, 0].legend(fontsize=7.5, loc="upper center")
+            results["toy_k1"][f"{cname}, d/d{wrt}"] = {name: ex1[name][1] for name in ESTIMATORS}
 
     # ---- part 2: MNIST ------------------------------------------------------------------
     n_train, epochs, B, R = (300, 1, 20, 30) if args.quick else (10000, 5, 100, 200)
+    epochs = args.epochs or epochs
+    B = args.batch or B
+    z_dim = args.z_dim or 10
     train_x, _, test_x, _ = common.load_subset(n_train, 1000 if not args.quick else 100, seed=args.seed)
     with common.Timer("train"):
-        model = common.train_vae(train_x, z_dim=10, hidden=(400,), epochs=epochs, seed=args.seed)
+        model = common.train_vae(train_x, z_dim=z_dim, hidden=(400,), epochs=epochs, seed=args.seed)
     x = common.binarize(test_x[:B], rng=rng, dtype=model.dtype)
     with common.Timer("encoder gradients"):
         draws = encoder_gradients(model, x, repeats=R, rng=rng)
     tv = {name: total_variance(var) for name, (_, var) in draws.items()}
     results["mnist"] = {"total_variance": tv, "ratio_sf_pw": tv["score function"] / tv["pathwise"],
                         "ratio_sfb_pw": tv["score function + baseline"] / tv["pathwise"],
-                        "setup": f"784-400-10 VAE, {n_train} train images, {epochs} epoch(s), batch {B}, {R} repeats"}
-    ax = axes[0, 3]
-    names = list(ESTIMATORS)
-    ax.bar(range(3), [tv[n] for n in names], color=[COLORS[n] for n in names])
-    ax.set_yscale("log")
-    ax.set_xticks(range(3), ["SF", "SF + baseline", "pathwise"])
-    for i, n in enumerate(names):
-        ax.text(i, tv[n], f"{tv[n]:.3g}\n×{tv[n] / tv['pathwise']:.0f}" if n != "pathwise" else f"{tv[n]:.3g}",
-                ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(top=max(tv.values()) * 30)
-    ax.set_title(f"MNIST VAE: total variance of the\nencoder-weight gradient (batch {B}, {R} draws)", fontsize=10)
-    ax = axes[1, 3]
-    v = {n: draws[n][1] for n in names}
-    keep = v["pathwise"] > 0
-    idx = np.flatnonzero(keep)
-    idx = idx[np.random.default_rng(0).permutation(len(idx))[:4000]]
-    ax.loglog(v["pathwise"][idx], v["score function"][idx], ",", color=COLORS["score function"], alpha=0.5)
-    ax.loglog(v["pathwise"][idx], v["score function + baseline"][idx], ",",
-              color=COLORS["score function + baseline"], alpha=0.5)
-    lo, hi = v["pathwise"][idx].min(), v["pathwise"][idx].max()
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="equal variance")
-    ax.set_xlabel("pathwise variance (per encoder weight)")
-    ax.set_ylabel("score-function variance")
-    ax.set_title("each encoder weight (4,000 shown)", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("Why reparameterize: variance of score-function (REINFORCE) vs pathwise gradient estimators.\n"
-                 f"Toy: lines exact (scipy quad), dots Monte Carlo ({n_mc} draws, ±2 s.e.).  "
-                 f"MNIST: {results['mnist']['setup']}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
-    common.save_figure(fig, args.out / "guide_reparam_variance.png")
+                        "z_dim": z_dim, "n_train": n_train, "epochs": epochs, "batch": B, "repeats": R,
+                        "setup": f"784-400-{z_dim} VAE, {n_train} train images, {epochs} epoch(s), batch {B}, "
+                                 f"{R} draws"}
+    draw(results, draws, args.out / "guide_reparam_variance.png", n_mc=n_mc)
 
-    for key, vals in results["toy"].items():
-        print(f"exact variance {key}: " + ", ".join(f"{n} {vals[n]:.4g}" for n in ESTIMATORS))
+    for key, vals in results["toy_k1"].items():
+        print(f"exact variance {key}, k=1: " + ", ".join(f"{n} {vals[n]:.4g}" for n in ESTIMATORS))
     print(f"MNIST ({results['mnist']['setup']}): total variance " +
           ", ".join(f"{n} {tv[n]:.4g}" for n in ESTIMATORS))
     print(f"ratio score function / pathwise = {results['mnist']['ratio_sf_pw']:.1f}; "
           f"score function + baseline / pathwise = {results['mnist']['ratio_sfb_pw']:.1f}")
+    results["summary"] = summarize(results)
+    for line in results["summary"]["baseline_hurts"]:
+        print(f"the constant baseline E[f] raises the variance: {line['case']}: {line['score function']:.3f} -> "
+              f"{line['score function + baseline']:.3f}")
+    common.write_numbers(args, "reparam", {k: v for k, v in results.items()}, seconds=time.perf_counter() - t0)
     return results
 
 
+def summarize(results: dict) -> dict:
+    """The numbers the guide quotes: ranges over the toy grids, the cases where the baseline hurts, the k = 3 ends."""
+    sq = results["toy"]["(z - k)²"]["mu"]["exact"]
+    hurts = [{"case": case, **vals} for case, vals in results["toy_k1"].items()
+             if vals["score function + baseline"] > vals["score function"]]
+    wins = {}
+    for cname in ("exp(-k z²)", "cos(k z)"):
+        for wrt in ("mu", "sigma"):
+            ex = results["toy"][cname][wrt]["exact"]
+            wins[f"{cname}, d/d{wrt}, k={results['toy'][cname][wrt]['k'][-1]:g}"] = {
+                "score function": ex["score function"][-1], "pathwise": ex["pathwise"][-1]}
+    return {"square_mu_pathwise": [min(sq["pathwise"]), max(sq["pathwise"])],
+            "square_mu_sf": [min(sq["score function"]), max(sq["score function"])],
+            "square_mu_sfb": [min(sq["score function + baseline"]), max(sq["score function + baseline"])],
+            "baseline_hurts": hurts, "largest_k": wins}
+
+
+def draw(results: dict, draws: dict, path, *, n_mc: int) -> Path:
+    """Rows 1-2: the toy costs (exact lines, Monte Carlo dots); row 3: the MNIST encoder's gradient variance."""
+    with common.guide_style():
+        fig = Figure(figsize=(11, 10.8), layout="constrained")
+        axes = fig.subplots(3, 3)
+        for col, cname in enumerate(COSTS):
+            for row, wrt in enumerate(("mu", "sigma")):
+                ax = axes[row, col]
+                t = results["toy"][cname][wrt]
+                for name in ESTIMATORS:
+                    ax.plot(t["k"], t["exact"][name], color=common.COLORS[name], lw=2)
+                    v, se = t["mc"][name].T
+                    ax.errorbar(t["k"], v, yerr=2 * se, fmt="o", ms=2.5, color=common.COLORS[name], alpha=0.6, lw=0.8)
+                ax.set_yscale("log")
+                ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xlabel("k")
+                ax.set_title(f"∂/∂{'μ' if wrt == 'mu' else 'σ'} E[{cname}],  z ~ N(1, 1)")
+                ax.grid(alpha=0.3, lw=0.5)
+                if col == 0:
+                    ax.set_ylabel("variance per sample (log)")
+        tv = results["mnist"]["total_variance"]
+        names = list(ESTIMATORS)
+        ax = axes[2, 0]
+        ax.bar(range(3), [tv[n] for n in names], color=[common.COLORS[n] for n in names])
+        ax.set_yscale("log")
+        ax.set_xticks(range(3), ["SF", "SF +\nbaseline", "pathwise"])
+        for i, n in enumerate(names):
+            ax.text(i, tv[n], f"{tv[n]:.3g}\n×{tv[n] / tv['pathwise']:,.0f}" if n != "pathwise" else f"{tv[n]:.3g}",
+                    ha="center", va="bottom", fontsize=10)
+        ax.set_ylim(top=max(tv.values()) * 60)
+        ax.set_ylabel("total variance (log)")
+        m = results["mnist"]
+        ax.set_title(f"MNIST VAE (784-400-{m['z_dim']}): total variance\nof the encoder-weight gradient")
+        ax = axes[2, 1]
+        v = {n: draws[n][1] for n in names}
+        idx = np.flatnonzero(v["pathwise"] > 0)
+        idx = idx[np.random.default_rng(0).permutation(len(idx))[:4000]]
+        for n in ("score function", "score function + baseline"):
+            ax.loglog(v["pathwise"][idx], v[n][idx], ".", ms=1.5, color=common.COLORS[n], alpha=0.6)
+        lo, hi = v["pathwise"][idx].min(), v["pathwise"][idx].max()
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="equal variance")
+        ax.set_xlabel("pathwise variance")
+        ax.set_ylabel("score-function variance")
+        ax.set_title("each encoder weight\n(4,000 shown)")
+        ax.legend(loc="upper left")
+        ax = axes[2, 2]
+        ax.set_axis_off()
+        handles = [matplotlib.lines.Line2D([], [], color=common.COLORS[n], lw=2.5, label=n) for n in names]
+        handles.append(matplotlib.lines.Line2D([], [], color="gray", lw=0, marker="o", ms=4,
+                                               label=f"Monte Carlo, {n_mc} draws (± 2 s.e.)"))
+        handles.append(matplotlib.lines.Line2D([], [], color="gray", lw=2, label="exact (scipy quad)"))
+        ax.legend(handles=handles, loc="upper left", frameon=False, title="estimator")
+        ax.text(0.0, 0.28, f"MNIST: {m['n_train']} training images,\n{m['epochs']} epochs; gradient of a batch\n"
+                f"of {m['batch']} test images, {m['repeats']} draws.\nSF: score function (REINFORCE)",
+                transform=ax.transAxes, va="top", fontsize=10)
+        fig.suptitle("Why reparameterize: variance of score-function vs pathwise gradient estimators\n"
+                     "rows 1-2: toy costs f(z; k) with z ~ N(1, 1) (Mohamed et al. 2020, figure 2); row 3: a trained "
+                     "MNIST VAE")
+        return common.save_figure(fig, path)
+
+
 def main(argv=None) -> dict:
-    return run(common.parse_args(common.make_parser(__doc__.split("\n\n")[0]), argv))
+    p = common.make_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--z-dim", type=int, default=None, help="latent dimension of the MNIST VAE (default 10)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of the MNIST VAE (default 5; --quick 1)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="test images in the batch whose gradient is drawn (default 100; --quick 20)")
+    return run(common.parse_args(p, argv))
 
 
 if __name__ == "__main__":

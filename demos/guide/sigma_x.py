@@ -13,12 +13,14 @@ trajectory, because Adam's step is invariant to a constant rescaling of the grad
 .. math::  \sigma_x^2\,(-\mathcal L) = \tfrac12 E_q\|x - \hat x\|^2 + \sigma_x^2\, KL + \text{const},
 
 which is the σ_x = 1 Gaussian VAE with KL weight :math:`\beta = \sigma_x^2` (Higgins et al. 2017's
-β-VAE); equivalently :math:`\beta = 2\sigma_x^2` for a loss written as :math:`\|x-\hat x\|^2 + \beta KL`
-(the "MSE + KL" of many tutorials, which silently assumes :math:`\sigma_x^2 = 1/2`). Small σ_x =
+β-VAE); equivalently :math:`\beta = 2\sigma_x^2` for a loss written with the squared error SUMMED
+over the d pixels, :math:`\|x-\hat x\|^2 + \beta KL` (which silently assumes :math:`\sigma_x^2 = 1/2`),
+and :math:`\beta = 2\sigma_x^2/d` for the per-pixel MEAN squared error of many tutorials,
+:math:`\frac1d\|x-\hat x\|^2 + \beta KL`. Small σ_x =
 small β: sharp reconstructions, large KL, and a posterior far from the prior, so prior samples
 decode poorly (noisy prior samples); large σ_x = large β: blurry reconstructions and a small
-KL (here σ_x = 1, i.e. β = 1 with pixels in [0, 1]: KL ≈ 5 nats, the squared error doubles;
-larger σ_x moves towards posterior collapse). For a given decoder, the σ_x maximising the ELBO is
+KL (σ_x = 1 with pixels in [0, 1] is already a heavy β; larger σ_x moves towards posterior
+collapse, see ``collapse.py``). For a given decoder, the σ_x maximising the ELBO is
 :math:`\sigma_x^{*2} = E\|x-\hat x\|^2 / d` (set the derivative in σ_x to zero), printed per model.
 
 :func:`check_beta_equivalence` trains the σ_x = 0.1 model and a σ_x = 1 model with β = 0.01
@@ -29,8 +31,8 @@ separates the two trajectories even though each Adam step is the same up to ε).
 the squared error :math:`E_q\|x-\hat x\|^2` (one z per image), KL (closed form), active units.
 
 Setup: 784-400-20 Gaussian-decoder VAEs (``likelihood="gaussian"``, ``binarize="none"``),
-σ_x ∈ {0.03, 0.1, 0.3, 1}, each trained 5 epochs on 10,000 MNIST training images
-(``--quick``: 300 images, 1 epoch). Printed: for each σ_x the squared error, KL, active units,
+σ_x ∈ {0.03, 0.1, 0.3, 1} (``--sigmas``), each trained 5 epochs (``--epochs``) on 10,000 MNIST
+training images (``--quick``: 300 images, 1 epoch). Numbers: docs/guide_data/sigma_x.json. Printed: for each σ_x the squared error, KL, active units,
 σ_x*; the equivalence check. Figure: docs/figures/guide_sigma_x.png (squared error and KL
 against σ_x, and for each σ_x reconstructions and decoder means of prior draws).
 """
@@ -38,6 +40,7 @@ against σ_x, and for each σ_x reconstructions and decoder means of prior draws
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -89,70 +92,93 @@ def check_beta_equivalence(train_x, test_x, *, sigma_x: float, epochs: int, seed
 
 
 def run(args) -> dict:
-    n_train, epochs = (300, 1) if args.quick else (10000, 5)
+    t0 = time.perf_counter()
+    n_train = 300 if args.quick else 10000
+    epochs = args.epochs or (1 if args.quick else 5)
+    sigmas = tuple(args.sigmas) if args.sigmas else SIGMAS
     train_x, _, test_x, _ = common.load_subset(n_train, 100 if args.quick else 1000, seed=args.seed)
     x_test = test_x.astype(np.float32) / 255.0
     rng = np.random.default_rng(args.seed + 1)
     results, models = {}, {}
-    for s in SIGMAS:
+    for s in sigmas:
         with common.Timer(f"sigma_x = {s}"):
             models[s] = common.train_vae(train_x, z_dim=20, hidden=(400,), likelihood="gaussian", sigma_x=s,
                                          epochs=epochs, binarize="none", seed=args.seed)
         results[s] = evaluate(models[s], x_test, rng=rng)
     with common.Timer("beta equivalence"):
         eq = check_beta_equivalence(train_x, x_test, sigma_x=0.1, epochs=epochs, seed=args.seed)
-
-    fig = Figure(figsize=(13, 7.8))
-    gs = fig.add_gridspec(2, 4, height_ratios=[1, 1.25], hspace=0.5, wspace=0.3, left=0.07, right=0.97, top=0.86, bottom=0.02)
-    ax = fig.add_subplot(gs[0, :2])
-    sig = np.array(SIGMAS)
-    ax.plot(sig, [results[s]["sq_err"] for s in SIGMAS], "o-", color="tab:blue", label="E‖x − x̂‖² (per image)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("σ_x  (equivalent β = σ_x² relative to σ_x = 1)")
-    ax.set_ylabel("squared error", color="tab:blue")
-    ax2 = ax.twinx()
-    ax2.plot(sig, [results[s]["kl"] for s in SIGMAS], "s-", color="tab:red", label="KL(q‖p) (nats)")
-    ax2.set_ylabel("KL (nats per image)", color="tab:red")
-    for s in SIGMAS:
-        ax2.annotate(f"{results[s]['active']} active\nσ*={results[s]['sigma_star']:.3f}", (s, results[s]["kl"]),
-                     textcoords="offset points", xytext=(6, -22), fontsize=7)
-    ax.set_xticks(sig, [f"{s:g}\n(β={s * s:g})" for s in SIGMAS])
-    ax.set_title("test set: reconstruction vs KL as σ_x grows\n(annotations: active units, ELBO-optimal σ_x*)",
-                 fontsize=9, pad=14)
-    ax.grid(alpha=0.3, which="both", lw=0.4)
-    # reconstructions
-    ax = fig.add_subplot(gs[0, 2:])
-    n_rec = 8
-    rows = [x_test[:n_rec]] + [np.clip(models[s].reconstruct(x_test[:n_rec]), 0, 1) for s in SIGMAS]
-    ax.imshow(image_grid(np.concatenate(rows), len(rows), n_rec), cmap="gray_r", vmin=0, vmax=1)
-    ax.set_yticks(np.arange(len(rows)) * 30 + 15, ["data"] + [f"σ_x={s:g}" for s in SIGMAS], fontsize=8)
-    ax.set_xticks([])
-    ax.set_title("reconstructions: decoder mean at z = μ(x)", fontsize=10)
-    for i, s in enumerate(SIGMAS):
-        ax = fig.add_subplot(gs[1, i])
-        samples = np.clip(models[s].sample(25, rng=np.random.default_rng(args.seed + 7), mean=True), 0, 1)
-        ax.imshow(image_grid(samples, 5, 5), cmap="gray_r", vmin=0, vmax=1)
-        ax.set_axis_off()
-        r = results[s]
-        ax.set_title(f"σ_x = {s:g} (β = {s * s:g}): decoder means\nof prior draws; "
-                     f"‖x−x̂‖² {r['sq_err']:.1f}, KL {r['kl']:.1f}", fontsize=9)
-    fig.suptitle(f"Gaussian decoder N(x; x̂(z), σ_x² I): 784-400-20 VAEs, {n_train} MNIST images (grey levels), "
-                 f"{epochs} epoch(s) each.\nSame seed, σ_x = 0.1 vs (σ_x = 1, β = 0.01): ‖x−x̂‖² {eq['a']['sq_err']:.2f} vs "
-                 f"{eq['b']['sq_err']:.2f}, KL {eq['a']['kl']:.2f} vs {eq['b']['kl']:.2f} nats", fontsize=10)
-    common.save_figure(fig, args.out / "guide_sigma_x.png")
-    for s in SIGMAS:
+    draw(results, models, eq, x_test, args.out / "guide_sigma_x.png", n_train=n_train, epochs=epochs, seed=args.seed)
+    for s in sigmas:
         r = results[s]
         print(f"sigma_x={s:<5g} beta-equivalent={s * s:<7g} squared error {r['sq_err']:8.2f}  KL {r['kl']:7.2f} nats  "
               f"active units {r['active']:2d}  -ELBO {r['neg_elbo']:9.2f}  ELBO-optimal sigma_x* {r['sigma_star']:.4f}")
     print(f"sigma_x=0.1 vs (sigma_x=1, beta=0.01), same seed: squared error {eq['a']['sq_err']:.3f} vs "
           f"{eq['b']['sq_err']:.3f}, KL {eq['a']['kl']:.3f} vs {eq['b']['kl']:.3f}; largest parameter difference {eq['max_abs_diff']:.2e} "
           f"(largest |parameter| {eq['max_abs_param']:.2f})")
-    return {"results": results, "equivalence": eq}
+    out = {"results": results, "equivalence": eq}
+    common.write_numbers(args, "sigma_x", {"n_train": n_train, "epochs": epochs,
+                                           "sigmas": {f"{s:g}": r for s, r in results.items()}, "equivalence": eq},
+                         seconds=time.perf_counter() - t0)
+    return out
+
+
+def draw(results: dict, models: dict, eq: dict, x_test, path, *, n_train: int, epochs: int, seed: int) -> Path:
+    """Top: squared error and KL against σ_x (linear axes), reconstructions; bottom: decoder means of prior draws."""
+    sigmas = list(results)
+    with common.guide_style():
+        fig = Figure(figsize=(11, 7.3), layout="constrained")
+        gs = fig.add_gridspec(2, len(sigmas), height_ratios=[1, 1.05])
+        top = gs[0, :].subgridspec(1, 3, width_ratios=[1, 1, 1.45])
+        pos = np.arange(len(sigmas))
+        labels = [f"{s:g}" for s in sigmas]
+        xlabel = "σ_x\n(β = σ_x² = " + ", ".join(f"{s * s:g}" for s in sigmas) + ")"
+        ax = fig.add_subplot(top[0])
+        ax.plot(pos, [results[s]["sq_err"] for s in sigmas], "o-", color=common.COLORS["reconstruction"])
+        for i, s in enumerate(sigmas):
+            ax.annotate(f"{results[s]['sq_err']:.1f}", (i, results[s]["sq_err"]), textcoords="offset points",
+                        xytext=(0, 7), ha="center", fontsize=9.5)
+        ax.set(xticks=pos, xlabel=xlabel, ylabel="E‖x − x̂‖² (per image)",
+               title="reconstruction error", ylim=(0, 1.2 * max(r["sq_err"] for r in results.values())))
+        ax.set_xticklabels(labels)
+        ax.margins(x=0.15)
+        ax.grid(alpha=0.3, lw=0.5)
+        ax = fig.add_subplot(top[1])
+        ax.plot(pos, [results[s]["kl"] for s in sigmas], "s-", color=common.COLORS["kl"])
+        for i, s in enumerate(sigmas):
+            ax.annotate(f"{results[s]['kl']:.1f} nats\n{results[s]['active']} active", (i, results[s]["kl"]),
+                        textcoords="offset points", xytext=(6, 3), ha="left", va="bottom", fontsize=9.5)
+        ax.set(xticks=pos, xlabel=xlabel, ylabel="KL(q(z|x) ‖ p(z)) (nats)",
+               title="KL and active units", ylim=(0, 1.3 * max(r["kl"] for r in results.values())))
+        ax.set_xticklabels(labels)
+        ax.set_xlim(-0.35, len(sigmas) + 0.1)
+        ax.grid(alpha=0.3, lw=0.5)
+        ax = fig.add_subplot(top[2])
+        n_rec = 8
+        rows = [x_test[:n_rec]] + [np.clip(models[s].reconstruct(x_test[:n_rec]), 0, 1) for s in sigmas]
+        ax.imshow(image_grid(np.concatenate(rows), len(rows), n_rec, pad=2, pad_value=0.3), cmap=common.IMAGE_CMAP,
+                  vmin=0, vmax=1)
+        ax.set_yticks(np.arange(len(rows)) * 30 + 16, ["data"] + [f"σ_x={s:g}" for s in sigmas], fontsize=10)
+        ax.set_xticks([])
+        ax.set_title("reconstructions: decoder mean at z = μ(x)")
+        for i, s in enumerate(sigmas):
+            ax = fig.add_subplot(gs[1, i])
+            samples = np.clip(models[s].sample(25, rng=np.random.default_rng(seed + 7), mean=True), 0, 1)
+            ax.imshow(image_grid(samples, 5, 5, pad=2, pad_value=0.3), cmap=common.IMAGE_CMAP, vmin=0, vmax=1)
+            ax.set_axis_off()
+            ax.set_title(f"σ_x = {s:g} (β = {s * s:g}):\ndecoder means of\nprior draws z ~ N(0, I)")
+        fig.suptitle(f"Gaussian decoder N(x; x̂(z), σ_x² I): 784-400-20 VAEs, {n_train} MNIST images (grey levels), "
+                     f"{epochs} epochs each.\nSame seed, σ_x = 0.1 against (σ_x = 1, β = 0.01): ‖x−x̂‖² "
+                     f"{eq['a']['sq_err']:.2f} vs {eq['b']['sq_err']:.2f}, KL {eq['a']['kl']:.2f} vs "
+                     f"{eq['b']['kl']:.2f} nats")
+        return common.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
-    return run(common.parse_args(common.make_parser(__doc__.split("\n\n")[0]), argv))
+    p = common.make_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--sigmas", type=float, nargs="+", default=None,
+                   help=f"the decoder standard deviations to train (default {' '.join(map(str, SIGMAS))})")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of each model (default 5; --quick 1)")
+    return run(common.parse_args(p, argv))
 
 
 if __name__ == "__main__":

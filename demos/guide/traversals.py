@@ -23,22 +23,26 @@ image :math:`x_0`; each image is the MEAN of :math:`p_\theta(x|z)` (pixel probab
 draw. :func:`traversal_grid` returns them as an array (units, steps, x_dim).
 
 The β-VAE objective :math:`E_q[\log p(x|z)] - \beta\,KL(q\|p)` (Higgins et al. 2017, eq. 4;
-``TrainConfig(beta=...)``) prices every nat of KL at β: a larger β switches more units off
-and leaves fewer, smoother factors; β < 1 keeps more units and sharper reconstructions.
+``TrainConfig(beta=...)``) prices every nat of KL at β: a larger β lowers the KL (fewer nats
+in z) and worsens the reconstruction; whether units switch off or factors disentangle is
+what the figure lets you look at, not something the script measures.
 
 Setup: a 784-400-10 ReLU VAE with a Bernoulli decoder, for each β in {0.5, 1, 4}, trained
 12 epochs on 10,000 MNIST training images (dynamically binarized, Adam 1e-3, batch 128);
 the KL per dimension and the active units on 1,000 test images (one fixed binarization).
-``--quick``: 300 images, 1 epoch, 100 test images.
+``--quick``: 300 images, 1 epoch, 100 test images. Flags: ``--betas``, ``--epochs``.
+Numbers: docs/guide_data/traversals.json.
 
 Printed: for each β, the test reconstruction, KL, active units and the KL per unit.
 Figure: docs/figures/guide_traversals.png, one panel per β, units sorted by their KL, each
-row labelled with its unit and KL.
+row labelled with its unit and KL, its first column the base image (the decoder mean at
+:math:`\mu(x_0)`), then the unit's values -3 … +3; the data image :math:`x_0` top left.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -55,7 +59,7 @@ from npvae.plots import image_grid
 
 BETAS = (0.5, 1.0, 4.0)
 Z_DIM = 10
-STEPS = 9
+STEPS = 7
 LIMIT = 3.0  # traverse each unit from -3 to +3 (prior standard deviations)
 
 
@@ -96,58 +100,100 @@ def traversal_grid(model, z0: np.ndarray, *, steps: int = STEPS, limit: float = 
 
 
 def run(args) -> dict:
-    """Train one VAE per β, measure the KL per unit and the active units, draw the figure; returns the numbers."""
+    """Train one VAE per β, measure the KL per unit and the active units, draw the figure, write the JSON."""
+    t0 = time.perf_counter()
     n_train, n_test, epochs = (300, 100, 1) if args.quick else (10_000, 1_000, 12)
+    epochs = args.epochs or epochs
+    betas = tuple(args.betas) if args.betas else BETAS
     train_x, _, test_x, test_y = common.load_subset(n_train, n_test, seed=args.seed)
     x_test = common.binarize(test_x, rng=np.random.default_rng(args.seed + 1))
     x0 = x_test[int(np.flatnonzero(test_y == 3)[0]) if (test_y == 3).any() else 0]   # a "3": the traversals' base
     results = {}
-    for beta in BETAS:
+    for beta in betas:
         with common.Timer(f"beta = {beta}: train"):
             model = common.train_vae(train_x, z_dim=Z_DIM, hidden=(400,), epochs=epochs, beta=beta, seed=args.seed)
         terms = model.forward(x_test, rng=np.random.default_rng(args.seed + 2))
         mu, logvar = model.encode(x_test)
         kl_dim = kl_per_dimension(mu, logvar)
         order = np.argsort(-kl_dim)
-        grid = traversal_grid(model, model.encode(x0[None])[0][0], units=order)
+        z0 = model.encode(x0[None])[0][0]
+        grid = traversal_grid(model, z0, units=order)
         results[beta] = dict(reconstruction=float(terms.metrics["reconstruction"].mean()),
                              kl=float(terms.metrics["kl"].mean()), kl_per_dim=kl_dim, order=order,
-                             active_units=evaluate.active_units(model, x_test), grid=grid)
+                             active_units=evaluate.active_units(model, x_test), grid=grid,
+                             base=model.decode(z0[None])[0], z0=z0)
         r = results[beta]
         print(f"beta = {beta}: test reconstruction {r['reconstruction']:.2f}, KL {r['kl']:.2f} nats "
               f"(sum of per-unit KL {kl_dim.sum():.2f}), active units {r['active_units']} of {Z_DIM}; "
               f"KL per unit (sorted): {np.round(kl_dim[order], 2).tolist()}")
-    draw(results, args.out / "guide_traversals.png", epochs=epochs, n_train=n_train, n_test=n_test)
+    draw(results, args.out / "guide_traversals.png", epochs=epochs, n_train=n_train, n_test=n_test, x0=x0)
+    common.write_numbers(args, "traversals", {
+        "n_train": n_train, "n_test": n_test, "epochs": epochs,
+        "betas": {f"{b:g}": {"reconstruction": r["reconstruction"], "kl": r["kl"], "active_units": r["active_units"],
+                             "kl_per_unit_sorted": r["kl_per_dim"][r["order"]], "unit_order": r["order"] + 1}
+                  for b, r in results.items()}}, seconds=time.perf_counter() - t0)
     return results
 
 
-def draw(results: dict, path, *, epochs: int, n_train: int, n_test: int) -> Path:
-    """One panel per β: rows = units sorted by KL (labelled "z_j  KL"), columns = values -3..+3."""
-    fig = Figure(figsize=(5.0 * len(results), 6.3), dpi=90, layout="constrained")
-    FigureCanvasAgg(fig)
-    fig.suptitle("Latent traversals: means of p(x|z), one unit varied from -3 to +3, the others at the posterior "
-                 f"mean of one test '3'\n784-400-{Z_DIM} Bernoulli VAE, {n_train} training images, {epochs} epochs; "
-                 f"KL per unit = mean over {n_test} test images (nats); active = Var_x E_q[z_j] > 0.01")
-    axes = fig.subplots(1, len(results))
-    for ax, (beta, r) in zip(np.atleast_1d(axes), results.items()):
-        grid = r["grid"]
-        n_units, steps, _ = grid.shape
-        img = image_grid(grid.reshape(n_units * steps, -1), n_units, steps, pad=2, pad_value=0.0)
-        ax.imshow(img, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_yticks([2 + 30 * i + 14 for i in range(n_units)],
-                      [f"z{u + 1}  KL {r['kl_per_dim'][u]:.2f}" for u in r["order"]], fontsize=8)
-        ax.set_xticks([2 + 30 * i + 14 for i in range(steps)], [f"{v:+.1f}" for v in np.linspace(-LIMIT, LIMIT, steps)],
-                      fontsize=7)
-        ax.tick_params(length=0)
-        for s in ax.spines.values():
-            s.set_visible(False)
-        ax.set_title(f"β = {beta:g}: KL {r['kl']:.1f}, reconstruction {r['reconstruction']:.1f} nats\n"
-                     f"active units {r['active_units']} of {Z_DIM}", fontsize=10)
-    return common.save_figure(fig, path)
+def _tiles(rows, *, gap: int = 2, gap_value: float = 0.3, split: int = 1, split_gap: int = 10) -> np.ndarray:
+    """Images (28, 28) in rows of equal length as one array: ``gap`` px of ``gap_value`` between tiles, and
+    ``split_gap`` px of white after the first ``split`` tiles of each row (the base column)."""
+    def row(imgs):
+        parts = []
+        for i, im in enumerate(imgs):
+            parts.append(im.reshape(28, 28))
+            parts.append(np.full((28, split_gap if i == split - 1 else gap), 0.0 if i == split - 1 else gap_value))
+        body = np.concatenate(parts[:-1], axis=1)
+        return np.pad(body, ((gap, 0), (gap, gap)), constant_values=gap_value)
+    grid = np.concatenate([row(r) for r in rows], axis=0)
+    grid = np.pad(grid, ((0, gap), (0, 0)), constant_values=gap_value)
+    # the white split column must stay white top to bottom
+    return grid
+
+
+def draw(results: dict, path, *, epochs: int, n_train: int, n_test: int, x0=None) -> Path:
+    """One panel per β: a base column (the decoder mean at μ(x₀)), then rows = units sorted by KL
+    (labelled "z_j, KL"), columns = values -3..+3 of that unit."""
+    values = np.linspace(-LIMIT, LIMIT, STEPS)
+    with common.guide_style():
+        fig = Figure(figsize=(3.9 * len(results) + 0.6, 5.8), layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle("Latent traversals: decoder means of p(x|z) with one unit set to −3 … +3, the others at "
+                     "μ(x₀) of one test '3'\n"
+                     f"784-400-{Z_DIM} Bernoulli VAEs, {n_train} training images, {epochs} epochs; KL per unit: mean "
+                     f"over {n_test} test images (nats)")
+        axes = np.atleast_1d(fig.subplots(1, len(results)))
+        for ax, (beta, r) in zip(axes, results.items()):
+            grid = r["grid"]
+            n_units, steps, _ = grid.shape
+            img = _tiles([[r["base"], *grid[i]] for i in range(n_units)])
+            ax.imshow(img, cmap=common.IMAGE_CMAP, vmin=0, vmax=1, interpolation="nearest")
+            row_h = 30
+            ax.set_yticks([2 + row_h * i + 14 for i in range(n_units)],
+                          [f"z{u + 1}  {r['kl_per_dim'][u]:.2f}" for u in r["order"]], fontsize=10)
+            xs = [2 + 14] + [2 + 28 + 10 + 30 * i + 14 for i in range(steps)]
+            ax.set_xticks(xs, ["μ(x₀)"] + [f"{v:+.0f}" for v in values], fontsize=9.5)
+            ax.tick_params(length=0)
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+            ax.set_title(f"β = {beta:g}: KL {r['kl']:.1f}, reconstruction {r['reconstruction']:.1f} nats,\n"
+                         f"{r['active_units']} of {Z_DIM} units active; rows: unit, its KL")
+        if x0 is not None:                       # the data image x0, outside the layout, top right
+            w = 0.048
+            ins = fig.add_axes((0.945, 0.885, w, w * fig.get_figwidth() / fig.get_figheight()))
+            ins.imshow(x0.reshape(28, 28), cmap=common.IMAGE_CMAP, vmin=0, vmax=1)
+            ins.set_xticks([])
+            ins.set_yticks([])
+            ins.set_ylabel("x₀ =", fontsize=11, rotation=0, ha="right", va="center")
+        return common.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
-    return run(common.parse_args(common.make_parser(__doc__.split("\n\n")[0]), argv))
+    p = common.make_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--betas", type=float, nargs="+", default=None,
+                   help=f"the KL weights to train (default {' '.join(f'{b:g}' for b in BETAS)})")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of each model (default 12; --quick 1)")
+    return run(common.parse_args(p, argv))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ are), Bernoulli decoders, each trained 15 epochs on 10,000 MNIST training images
 draws :math:`z\sim N(0, I)` are decoded by both decoders (means of p(x|z)); the codes of
 2,000 test images (the AE's z, the VAE's posterior means) are scattered, coloured by digit,
 with the prior's 1σ and 2σ circles. ``--quick``: 300 images, 1 epoch, 200 test images.
+Flags: ``--epochs``, ``--n-train``. Numbers: docs/guide_data/vae_vs_ae.json.
 
 Printed: each model's test reconstruction term :math:`-\log p(x|z)` (at the code / posterior
 mean), the spread of its codes (std per dimension) and the fraction of test codes within
@@ -35,12 +36,14 @@ Figure: docs/figures/guide_vae_vs_ae.png.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import matplotlib
+import matplotlib.colors
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -64,8 +67,11 @@ def inside_prior_fraction(codes: np.ndarray, radius: float = 2.0) -> float:
 
 
 def run(args) -> dict:
-    """Train both models, decode the same prior draws, measure, draw; returns the numbers."""
+    """Train both models, decode the same prior draws, measure, draw, write the JSON; returns the numbers."""
+    t0 = time.perf_counter()
     n_train, n_test, epochs = (300, 200, 1) if args.quick else (10_000, 2_000, 15)
+    epochs = args.epochs or epochs
+    n_train = args.n_train or n_train
     train_x, _, test_x, test_y = common.load_subset(n_train, n_test, seed=args.seed)
     x_test = common.binarize(test_x, rng=np.random.default_rng(args.seed + 1))
     models = {"AE": AE(784, Z_DIM, (400,), rng=np.random.default_rng(args.seed)),
@@ -78,54 +84,67 @@ def run(args) -> dict:
         codes = model.posterior_means(x_test)                    # AE: z = f(x); VAE: mu(x)
         rec = -model.likelihood.log_prob(x_test, model.decoder.forward(codes))  # -log p(x | code), (N,)
         results[name] = dict(codes=codes, decoded=model.decode(z_prior), reconstruction=float(rec.mean()),
-                             code_std=codes.std(0), inside=inside_prior_fraction(codes))
+                             code_std=codes.std(0), code_mean=codes.mean(0), inside=inside_prior_fraction(codes),
+                             code_max=float(np.abs(codes).max()))
         r = results[name]
         print(f"{name}: test -log p(x|z at the code) {r['reconstruction']:.2f} nats; code std per dim "
-              f"{[round(float(s), 2) for s in r['code_std']]}; test codes within radius 2 (where 86.5% of prior draws fall): {100 * r['inside']:.0f}%")
+              f"{[round(float(s), 2) for s in r['code_std']]}, mean {[round(float(m), 2) for m in r['code_mean']]}; "
+              f"largest |code| {r['code_max']:.1f}; test codes within "
+              f"radius 2 (where 86.5% of prior draws fall): {100 * r['inside']:.0f}%")
     draw(results, z_prior, test_y, args.out / "guide_vae_vs_ae.png", n_train=n_train, epochs=epochs)
+    common.write_numbers(args, "vae_vs_ae", {
+        "n_train": n_train, "n_test": n_test, "epochs": epochs, "prior_inside": 1 - float(np.exp(-2.0)),
+        **{name: {k: r[k] for k in ("reconstruction", "code_std", "code_mean", "inside", "code_max")}
+           for name, r in results.items()}}, seconds=time.perf_counter() - t0)
     return results
 
 
 def draw(results: dict, z_prior, labels, path, *, n_train: int, epochs: int) -> Path:
     """Top: each decoder's means for the same 64 prior draws; bottom: each model's test codes by digit."""
-    fig = Figure(figsize=(12, 11), dpi=80, layout="constrained")
-    FigureCanvasAgg(fig)
-    fig.suptitle(f"AE vs VAE, the same 784-400-{Z_DIM} networks and Bernoulli decoder ({n_train} images, {epochs} "
-                 "epochs).\nTop: means of p(x|z) for the SAME 64 draws z ~ N(0, I) through each decoder. "
-                 "Bottom: codes of the test images and the prior's 1σ, 2σ circles.")
-    axes = fig.subplots(2, 2, height_ratios=(1, 1.05))
-    palette = np.array(matplotlib.colormaps['tab10'].colors)
-    for j, (name, r) in enumerate(results.items()):
-        ax = axes[0, j]
-        ax.imshow(image_grid(r["decoded"], 8, 8, pad=1, pad_value=1.0), cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
-        ax.set_axis_off()
-        how = "no prior: z ~ N(0, I) is a guess" if name == "AE" else "z ~ p(z) = N(0, I): ancestral sampling"
-        ax.set_title(f"{name} decoder, means of p(x|z); {how}\n"
-                     f"{100 * r['inside']:.0f}% of the test codes lie where these draws fall (|z| < 2)", fontsize=10)
-        ax = axes[1, j]
-        codes = r["codes"].astype(np.float64)
-        order = np.random.default_rng(0).permutation(len(codes))
-        ax.scatter(codes[order, 0], codes[order, 1], c=palette[labels[order]], s=5, alpha=0.7, linewidths=0)
-        ax.scatter(z_prior[:, 0], z_prior[:, 1], marker="x", c="black", s=18, lw=1, label="the 64 prior draws")
-        for radius in (1, 2):
-            ax.add_patch(Circle((0, 0), radius, fill=False, ls="--", color="black", lw=1))
-        code_name = "z = encoder(x)" if name == "AE" else "mean of q(z|x)"
-        ax.set(title=f"{name}: test codes ({code_name}); std per dim "
-                     f"{', '.join(f'{s:.2f}' for s in r['code_std'])}\n"
-                     f"test −log p(x|z at the code) = {r['reconstruction']:.1f} nats",
-               xlabel="z1", ylabel="z2", aspect="equal")
-        ax.title.set_fontsize(10)
-        ax.grid(alpha=0.3)
-        handles = [Line2D([], [], marker="o", ls="", color=palette[d], label=str(d)) for d in range(10)]
-        handles.append(Line2D([], [], marker="x", ls="", color="black", label="prior draws"))
-        if j == 1:
-            ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return common.save_figure(fig, path)
+    with common.guide_style():
+        fig = Figure(figsize=(11, 10.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle(f"AE vs VAE: the same 784-400-{Z_DIM} networks and Bernoulli decoder ({n_train} images, "
+                     f"{epochs} epochs).\nTop: decoder means E[x|z] (pixel probabilities, not draws) for the SAME 64 "
+                     "z ~ N(0, I).\nBottom: the codes of test images, one colour per digit, and the prior's 1σ, 2σ "
+                     "circles.")
+        axes = fig.subplots(2, 2, height_ratios=(1, 1.08))
+        palette = np.array([matplotlib.colors.to_rgb(c) for c in common.DIGIT_COLORS])
+        for j, (name, r) in enumerate(results.items()):
+            ax = axes[0, j]
+            ax.imshow(image_grid(r["decoded"], 8, 8, pad=2, pad_value=0.3), cmap=common.IMAGE_CMAP, vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_axis_off()
+            how = "no prior: N(0, I) is a guess" if name == "AE" else "z ~ p(z) = N(0, I)"
+            ax.set_title(f"{name}: decoder means of p(x|z), {how};\n"
+                         f"{100 * r['inside']:.0f}% of the test codes lie where these draws fall (|z| < 2)")
+            ax = axes[1, j]
+            codes = r["codes"].astype(np.float64)
+            order = np.random.default_rng(0).permutation(len(codes))
+            ax.scatter(codes[order, 0], codes[order, 1], c=palette[labels[order]], s=7, linewidths=0,
+                       antialiased=False)
+            ax.scatter(z_prior[:, 0], z_prior[:, 1], marker="x", c="black", s=22, lw=1.2)
+            for radius in (1, 2):
+                ax.add_patch(Circle((0, 0), radius, fill=False, ls="--", color="black", lw=1))
+            code_name = "z = encoder(x)" if name == "AE" else "mean of q(z|x)"
+            ax.set(title=f"{name}: test codes ({code_name})\ns.d. per axis "
+                         f"{', '.join(f'{s:.2f}' for s in r['code_std'])}; "
+                         f"−log p(x|z at the code) = {r['reconstruction']:.1f} nats",
+                   xlabel="z₁", ylabel="z₂", aspect="equal")
+            ax.grid(alpha=0.3, lw=0.5)
+            if j == 1:
+                handles = [Line2D([], [], marker="o", ls="", color=palette[d], label=str(d)) for d in range(10)]
+                handles.append(Line2D([], [], marker="x", ls="", color="black", label="the 64\nprior draws"))
+                ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5),
+                          frameon=False)
+        return common.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
-    return run(common.parse_args(common.make_parser(__doc__.split("\n\n")[0]), argv))
+    p = common.make_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of each model (default 15; --quick 1)")
+    p.add_argument("--n-train", type=int, default=None, help="training images (default 10000; --quick 300)")
+    return run(common.parse_args(p, argv))
 
 
 if __name__ == "__main__":
