@@ -161,7 +161,7 @@ QUOTES = [
     # ---- sections 6 and 10: vae_vs_ae.py ----
     ("vae_vs_ae.json", "numbers.VAE.code_std.0", "{:.2f}", "posterior means with s.d. {} and 1.28"),
     ("vae_vs_ae.json", "numbers.VAE.code_std.1", "{:.2f}", "posterior means with s.d. 1.29 and {}"),
-    ("vae_vs_ae.json", "numbers.VAE.inside", "{:.0f}", "per axis, and {} % of its test codes lie", pct),
+    ("vae_vs_ae.json", "numbers.VAE.inside", "{:.0f}", "per axis, and {} % of its 2,000 test codes lie", pct),
     ("vae_vs_ae.json", "numbers.prior_inside", "{:.1f}", "where {} % of prior draws fall.\nThe aggregate", pct),
     ("vae_vs_ae.json", "numbers.AE.code_std.0", "{:.2f}", "standard deviation of {} and 8.88"),
     ("vae_vs_ae.json", "numbers.AE.code_std.1", "{:.2f}", "standard deviation of 8.81 and {} per"),
