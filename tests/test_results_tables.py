@@ -94,3 +94,46 @@ def test_convvae_comparison_quotes_its_runs():
         assert f"−{abs(run['test_log_likelihood']):.2f} ± {run['log_likelihood_stderr']:.2f}" in section, name
         assert f"{run['active_units']} of 20" in section, name
     assert conv["model"]["kind"] == "conv" and conv["epochs"] == 10 and runs["vae_150_epochs"]["epochs"] == 150
+
+
+def test_equal_epochs_table_quotes_its_runs():
+    """docs/results.md and the guide's "Beyond one Gaussian layer" section quote the table that
+    benchmarks/reproduce_equal_epochs.py wrote from the runs' result.json files, verbatim; the
+    README's hvae and vamp rows quote their NLLs; each finding in table.json recomputes from the rows."""
+    from benchmarks import reproduce_equal_epochs as equal
+
+    folder = RESULTS / "equal_epochs"
+    table = (folder / "table.md").read_text()
+    report = json.loads((folder / "table.json").read_text())
+    rows = {r["run"]: r for r in report["rows"]}
+    for r in rows.values():  # each row is its run's result.json, measured as the issue asks
+        assert json.loads((folder / r["run"] / "result.json").read_text()) == r
+        assert r["epochs"] == 100 and r["batch_size"] == 100 and r["k"] == 5000 and r["test_images"] == 10000
+    assert report["findings"] == equal.findings(report["rows"])
+    results = _section((ROOT / "docs" / "results.md").read_text(), "## The papers' orderings at equal epochs")
+    assert table.strip() in results
+    guide = _section((ROOT / "docs" / "guide.md").read_text(), "## 25. Beyond one Gaussian layer")
+    assert table.strip() in guide
+    readme = (ROOT / "README.md").read_text()
+    for kind, run in (("hvae", "vae_2l"), ("vamp", "vamp")):
+        if run in rows:
+            line = next(ln for ln in readme.splitlines() if ln.startswith(f"| `{kind}`"))
+            assert f"−{rows[run]['nll']:.2f}" in line, kind
+
+
+def test_guide_beyond_section_quotes_the_vampprior_runs():
+    """The guide's VampPrior paragraph and its exercise quote demos/guide/vampprior.py's numbers files."""
+    guide = _section((ROOT / "docs" / "guide.md").read_text(), "## 25. Beyond one Gaussian layer")
+    data = ROOT / "docs" / "guide_data"
+    main = json.loads((data / "vampprior.json").read_text())["numbers"]
+    k1 = json.loads((data / "exercises" / "vampprior--n-pseudo_1.json").read_text())["numbers"]
+    assert f"{main['vamp_minus_vae_elbo']:.2f} ± {main['vamp_minus_vae_elbo_se']:.2f} nats" in guide
+    assert f"{k1['vamp_minus_vae_elbo']:.2f} ± {k1['vamp_minus_vae_elbo_se']:.2f} nats" in guide
+    assert k1["n_pseudo"] == 1 and main["n_pseudo"] == 50
+    for model in ("VAE", "VampVAE"):
+        assert f"{main[model]['aggregate_inside_prior']:.0%}" in guide
+        assert f"{main[model]['prior_in_holes']:.0%}" in guide
+    hvae = json.loads((data / "exercises" / "train_mnist--model_hvae_--top-latent-dim_50_--epochs_5_--train-limit_10000_"
+                                            "--eval-images_500.json").read_text())
+    z1, z2 = hvae["active_units_per_layer"]
+    assert f"z1 keeps {z1} of 20 units active, z2 only {z2} of 50" in guide
