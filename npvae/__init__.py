@@ -28,4 +28,4 @@ from .optim import SGD, Adam, AdamW  # noqa: F401
 from .train import TrainConfig, Trainer  # noqa: F401
 from .flows import Flow, IAFStep, PlanarFlow, make_flow  # noqa: F401
 from .made import MADE, MaskedLinear  # noqa: F401
-from .models import AE, CVAE, IWAE, VAE, DirichletVAE  # noqa: F401
+from .models import AE, CVAE, IWAE, VAE, ConvVAE, DirichletVAE, FlowVAE, HierarchicalVAE, VampVAE  # noqa: F401
