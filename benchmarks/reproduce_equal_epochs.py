@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -54,14 +52,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce_iwae import Terminated, _folder, _nonnegative_int, _positive_int, _terminate  # noqa: E402
+from reproduce_iwae import _folder, _nonnegative_int, _positive_int, run_locked  # noqa: E402
 
 from npvae import data as npdata  # noqa: E402
 from npvae import evaluate  # noqa: E402
-from npvae.checkpoint import FolderInUse, atomic_write, lock_folder, remove_stale_temporaries  # noqa: E402
+from npvae.checkpoint import atomic_write  # noqa: E402
 from npvae.models import MODELS as KINDS  # noqa: E402
 from npvae.optim import Adam, ExponentialLR  # noqa: E402
-from npvae.train import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted  # noqa: E402
+from npvae.train import TrainConfig, Trainer  # noqa: E402
 
 PROG = "reproduce_equal_epochs.py"
 ONE_LAYER = {"z_dim": 50, "hidden": (200, 200), "activation": "tanh", "likelihood": "bernoulli"}
@@ -265,41 +263,12 @@ def main(argv=None) -> int:
         p.error(f"--test-limit: expected at least 2 test images (a standard error needs a spread), got {args.test_limit}")
     if RUNS[args.run][0] not in KINDS:
         p.error(f"--run {args.run}: expected a model kind npvae registers, got {RUNS[args.run][0]!r} (not in npvae.models.MODELS)")
-    run_dir = Path(args.out) / args.run
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    lock = None
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = lock_folder(run_dir)
-        remove_stale_temporaries(run_dir)
-        train_x, _ = npdata.load_mnist("train")
-        test_x, _ = npdata.load_mnist("test")
-        train_and_evaluate(args, args.run, train_x[:args.train_limit], test_x[:args.test_limit])
+
+    def body(train_x, test_x):
+        train_and_evaluate(args, args.run, train_x, test_x)
         print(table(Path(args.out)), end="")
-        return 0
-    except TrainingInterrupted as exc:
-        print(f"[{args.run}] {exc}; run the same command again to resume", file=sys.stderr)
-        return exc.exit_code
-    except FolderInUse as exc:
-        print(f"{PROG}: error: --out {args.out}: expected a run folder no other run is using, got {run_dir} locked "
-              f"by the run with pid {exc.holder}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print(f"\n{PROG}: terminated (SIGTERM) outside training; the last checkpoint is kept", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if lock is not None:
-            os.close(lock)
-        signal.signal(signal.SIGTERM, previous)
+
+    return run_locked(PROG, args, args.run, body)
 
 
 if __name__ == "__main__":

@@ -306,14 +306,17 @@ def _terminate(signum, frame):
     raise Terminated
 
 
-def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    check_args(p, args)
-    if args.table:
-        print(table(Path(args.out)), end="")
-        return 0
-    run_dir = Path(args.out) / args.model
+def run_locked(prog: str, args, name: str, body) -> int:
+    """Run ``body(train_x, test_x)`` for the run ``name`` in ``<args.out>/<name>``; return the exit code.
+
+    The run folder is created, locked for the run's life and cleared of dead runs'
+    temporary files; the MNIST images are loaded and cut to ``--train-limit`` /
+    ``--test-limit``. Every way the run can end is one line on stderr and an exit code:
+    0 done, 1 a non-finite loss, 2 a bad argument, file or a folder in use, 130 / 143 an
+    interrupt (training saves its last completed step first). Shared by this script and
+    ``reproduce_equal_epochs.py``.
+    """
+    run_dir = Path(args.out) / name
     import threading
 
     main_thread = threading.current_thread() is threading.main_thread()
@@ -328,36 +331,49 @@ def main(argv=None) -> int:
         train_x, test_x = train_x[:args.train_limit], test_x[:args.test_limit]
         if len(test_x) < 2:
             raise ValueError(f"test images: expected at least 2, got {len(test_x)}")
-        try:
-            run = train(args, args.model, train_x, test_x[:2000])  # 2,000 test images for the curve
-        except TrainingInterrupted as exc:
-            print(f"[{args.model}] {exc}; run the same command again to resume", file=sys.stderr)
-            return exc.exit_code
-        evaluate_run(args, args.model, run["model"], run["history"], run["plan"], test_x)
-        print(table(Path(args.out)), end="")
+        body(train_x, test_x)
         return 0
+    except TrainingInterrupted as exc:
+        print(f"[{name}] {exc}; run the same command again to resume", file=sys.stderr)
+        return exc.exit_code
     except FolderInUse as exc:
-        print(f"{PROG}: error: --out {args.out}: expected a run folder no other run is using, got {run_dir} locked "
+        print(f"{prog}: error: --out {args.out}: expected a run folder no other run is using, got {run_dir} locked "
               f"by the run with pid {exc.holder} (still running); wait for it to end, or choose another --out",
               file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        print(f"\n{prog}: interrupted", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"\n{PROG}: terminated (SIGTERM) outside training; the last checkpoint, if any, is kept", file=sys.stderr)
+        print(f"\n{prog}: terminated (SIGTERM) outside training; the last checkpoint, if any, is kept", file=sys.stderr)
         return 128 + signal.SIGTERM
     except (ValueError, TypeError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     finally:
         if lock is not None:
             os.close(lock)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_args(p, args)
+    if args.table:
+        print(table(Path(args.out)), end="")
+        return 0
+
+    def body(train_x, test_x):
+        run = train(args, args.model, train_x, test_x[:2000])  # 2,000 test images for the curve
+        evaluate_run(args, args.model, run["model"], run["history"], run["plan"], test_x)
+        print(table(Path(args.out)), end="")
+
+    return run_locked(PROG, args, args.model, body)
 
 
 if __name__ == "__main__":
